@@ -1,0 +1,39 @@
+# medseg: set-up, demo and tests. `make demo` and `make test` set up first.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# A local folder of wheels (for example a CPU build of torch), used when it exists.
+WHEELS ?= /opt/wheels
+FIND_LINKS := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt torch
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e '.[dev]'
+	@if $(PIP) list 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "error: CUDA packages (nvidia-*) were installed; see README 'GPU machines'"; exit 1; fi
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/medseg demo
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+
+bench: install
+	$(PY) bench/isic_default_vs_tutorial.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,222 @@
+"""Configuration: pydantic models, YAML presets and ``--set a.b=c`` overrides.
+
+Every section rejects unknown keys, so a typo fails with the valid keys listed. A run writes its
+resolved config to ``config.yaml`` and embeds it in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medseg.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    image_size: int = Field(256, ge=32, description="model input side; images are letterboxed to it")
+    normalize: Literal["imagenet", "unit"] = "imagenet"
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="seeded split when the data has none")
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    cache: bool = Field(True, description="keep decoded, letterboxed images in memory")
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if self.normalize == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+class ModelConfig(Section):
+    arch: str = Field("unet", description="architecture name (medseg models lists them)")
+    encoder: str = Field("resnet34", description="encoder name from segmentation-models-pytorch or tu-<timm>")
+    encoder_weights: str | None = Field(
+        "auto",
+        description="auto (imagenet when obtainable, else none), imagenet, a local file, or none",
+    )
+    in_channels: int = Field(3, ge=1)
+    classes: int = Field(1, ge=1, description="1 = binary (sigmoid)")
+
+    @field_validator("encoder_weights", mode="before")
+    @classmethod
+    def _none_string(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.lower() in {"none", "null", ""} else v
+
+
+class LossConfig(Section):
+    name: Literal["dice_bce"] = "dice_bce"
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    min_lr: float = Field(1e-6, ge=0, description="end of the cosine schedule")
+    warmup_epochs: float = Field(1.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    time_budget_min: float | None = Field(None, gt=0, description="stop cleanly after this many minutes")
+    patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice")
+    augment: Literal["none", "low", "mid", "high"] = "mid"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    seed: int = 42
+    num_workers: int = Field(0, ge=0, description="data-loading processes (0 = in the main process)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    checkpoint_every_s: float = Field(60.0, ge=0, description="write last.pt (resume state) at most this often; "
+                                      "always at the end")
+
+
+class InferConfig(Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class Config(Section):
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+
+
+# ---------------------------------------------------------------------------------------- presets
+
+
+def _preset_dir():
+    return resources.files("medseg") / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of config sections, not {type(data).__name__}")
+    return data
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    names = preset_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(names)}")
+    return _read_yaml((_preset_dir() / f"{name}.yaml").read_text(), f"preset {name}")
+
+
+def describe_presets() -> dict[str, str]:
+    return {n: preset_dict(n).get("description", "") for n in preset_names()}
+
+
+# ---------------------------------------------------------------------------------------- merging
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=5", "model.encoder=resnet18"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (for example train.epochs=20), got {item!r}")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with an earlier --set of {part!r}")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _explain(err: ValidationError) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section = _section_for(e["loc"][:-1])
+            valid = ", ".join(section.model_fields) if section else ""
+            msgs.append(f"unknown key {loc!r}; valid keys here: {valid}")
+        else:
+            msgs.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(msgs)
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def build_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve defaults <- ``base`` <- preset <- YAML file <- overrides into a validated :class:`Config`."""
+    data: dict[str, Any] = dict(base or {})
+    if preset:
+        data = _merge(data, preset_dict(preset))
+        data.setdefault("name", preset)
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = _merge(data, _read_yaml(path.read_text(), f"config file {path}"))
+    if overrides:
+        over = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = _merge(data, over)
+    return validate(data)
+
+
+def validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"invalid configuration: {_explain(err)}") from None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from medseg.io.files import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,140 @@
+"""Open every pair of a :class:`~medseg.data.layouts.DataIndex` and report what is wrong with it.
+
+Fatal problems (the pair cannot be trained on): ``unreadable-image``, ``unreadable-mask`` (truncated,
+corrupt or not an image), ``bad-mask`` (RGB colours, continuous grey), ``size-mismatch``, plus the
+index's own problems (files without a partner, duplicates). Warnings (the pair is still used):
+``empty-mask`` (no foreground; normal for healthy cases) and ``noisy-mask`` (JPEG-like noise,
+binarised at half range).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medseg.data.layouts import DataIndex, Pair, Problem
+from medseg.errors import DataError
+from medseg.io.images import MASK_KINDS, load_mask, open_image
+
+
+@dataclass
+class CheckReport:
+    """The outcome of :func:`check_pairs`: usable pairs, every problem, and how masks are encoded."""
+
+    index: DataIndex
+    good: list[Pair]
+    problems: list[Problem]
+    mask_kinds: dict[str, int]
+
+    @property
+    def n_fatal(self) -> int:
+        return sum(p.fatal for p in self.problems)
+
+    @property
+    def n_warnings(self) -> int:
+        return sum(not p.fatal for p in self.problems)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing fatal was found (warnings allowed)."""
+        return self.n_fatal == 0
+
+    def summary_lines(self, max_problems: int = 20) -> list[str]:
+        """A short human report: layout, counts, mask encodings, then the first problems."""
+        n = len(self.index.pairs)
+        where = f" in {self.index.root}" if self.index.root is not None else ""
+        lines = [f"found {n} pairs{where}; layout: {self.index.layout}",
+                 f"{len(self.good)} usable pairs; {self.n_fatal} errors, {self.n_warnings} warnings"]
+        if self.mask_kinds:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in self.mask_kinds.items())
+            lines.append(f"masks: {kinds}")
+        if self.mask_kinds.get("label-map"):
+            lines.append("label-map masks are read with every value above 0 as foreground")
+        if self.problems:
+            by_kind = Counter(p.kind for p in self.problems)
+            counts = ", ".join(f"{count} {kind}" for kind, count in sorted(by_kind.items()))
+            lines.append(f"problems: {counts}")
+            ordered = sorted(self.problems, key=lambda p: not p.fatal)  # errors first, stable
+            for p in ordered[:max_problems]:
+                lines.append(f"{'error' if p.fatal else 'warning'}: {p.message}")
+            if len(ordered) > max_problems:
+                lines.append(f"... and {len(ordered) - max_problems} more")
+        return lines
+
+
+def _show(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | None]:
+    """Problems of one pair and its mask kind (None when the mask could not be read)."""
+    problems: list[Problem] = []
+    size = None
+    try:
+        size = open_image(pair.image).size
+    except DataError as err:
+        problems.append(Problem(pair.case_id, pair.image, "unreadable-image", str(err)))
+    except Exception as err:  # an odd file must not stop the check of the others
+        problems.append(Problem(pair.case_id, pair.image, "unreadable-image",
+                                f"image {pair.image} could not be read ({type(err).__name__}: {err})"))
+    if pair.mask is None:
+        return problems, None
+    shown = _show(pair.mask, root)
+    subject = f"mask for {pair.case_id} ({shown})"
+    try:
+        binary, info = load_mask(pair.mask, subject=subject)
+    except DataError as err:
+        problems.append(Problem(pair.case_id, pair.mask, "unreadable-mask", str(err)))
+        return problems, None
+    except Exception as err:  # an odd file must not stop the check of the others
+        problems.append(Problem(pair.case_id, pair.mask, "unreadable-mask",
+                                f"{subject} could not be read ({type(err).__name__}: {err})"))
+        return problems, None
+    if binary is None:
+        problems.append(Problem(pair.case_id, pair.mask, "bad-mask", info.message))
+        return problems, info.kind
+    if size is not None and binary.shape != (size[1], size[0]):
+        h, w = binary.shape
+        problems.append(Problem(pair.case_id, pair.mask, "size-mismatch",
+                                f"{subject} is {w}x{h} but its image ({_show(pair.image, root)}) is "
+                                f"{size[0]}x{size[1]}; image and mask must have the same size"))
+    if info.noisy:
+        problems.append(Problem(pair.case_id, pair.mask, "noisy-mask", info.message, fatal=False))
+    if info.empty:
+        problems.append(Problem(pair.case_id, pair.mask, "empty-mask",
+                                f"{subject} is empty (no foreground pixel); it is used as a negative example",
+                                fatal=False))
+    return problems, info.kind
+
+
+def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None = None) -> CheckReport:
+    """Decode every image and mask of ``index`` and collect problems (see the module docstring).
+
+    ``good`` keeps the index's order and holds the pairs without a fatal problem.
+    """
+    workers = workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: _check_pair(p, index.root), index.pairs)
+        results = list(tqdm(results, total=len(index.pairs), desc="checking", unit="pair",
+                            disable=not progress, leave=False))
+    problems = list(index.problems)
+    kinds: Counter[str] = Counter()
+    good: list[Pair] = []
+    for pair, (pair_problems, kind) in zip(index.pairs, results, strict=True):
+        problems.extend(pair_problems)
+        if kind is not None:
+            kinds[kind] += 1
+        if not any(p.fatal for p in pair_problems):
+            good.append(pair)
+    mask_kinds = {k: kinds[k] for k in MASK_KINDS if kinds[k]}
+    return CheckReport(index, good, problems, mask_kinds)

@@ -1,0 +1,281 @@
+"""Find image/mask pairs on disk.
+
+:func:`find_pairs` understands, in this order:
+
+1. a manifest: ``root/manifest.csv`` or ``manifest=`` (or ``root`` itself a ``.csv``), header
+   ``image,mask[,split]``, paths relative to the CSV's folder or absolute;
+2. two sub-folders of ``root`` named as in :data:`FOLDER_PAIRS` (``images/`` + ``masks/`` ...);
+3. two sub-folders of ``root`` whose names contain "input" and "groundtruth" (the official ISIC
+   downloads ``ISIC2018_Task1-2_Training_Input`` + ``ISIC2018_Task1_Training_GroundTruth``);
+4. images and masks side by side in ``root`` itself (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``);
+5. explicit ``images=`` and ``masks=`` folders (the same folder twice works like 4).
+
+In folders, a mask belongs to an image when its stem is the image's stem plus one of
+:data:`MASK_SUFFIXES` (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``, or the same stem); the suffix the
+mask folder uses is detected. If that leaves images unmatched, a trailing image suffix from
+:data:`IMAGE_NAME_SUFFIXES` may be dropped first (DRIVE: ``21_training.tif`` + ``21_manual1.gif``).
+Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden files and everything else
+(``LICENSE``, ``ATTRIBUTION.txt``, ``Thumbs.db``, sub-folders) are ignored. Files without a partner go
+to ``problems``. A ``split.csv`` (``image_id,split``) beside the data sets ``Pair.split`` unless the
+manifest has a split column.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from medseg.data.splits import load_splits, normalise_split
+from medseg.errors import DataError
+from medseg.io.images import IMAGE_SUFFIXES
+
+#: (image folder, mask folder) names looked for inside ``root``, compared case-insensitively.
+FOLDER_PAIRS = (("images", "masks"), ("image", "mask"), ("images", "labels"), ("imgs", "masks"),
+                ("imgs", "labels"), ("img", "gt"), ("images", "gt"), ("img", "mask"))
+#: Mask stem = image stem + one of these ("" = same stem).
+MASK_SUFFIXES = ("", "_segmentation", "_Segmentation", "_mask", "_masks", "_label", "_labels", "_seg",
+                 "_gt", "_manual1")
+#: Dropped from the end of image stems when that matches more masks (DRIVE ``21_training``).
+IMAGE_NAME_SUFFIXES = ("", "_training", "_test", "_image", "_img")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask (``mask`` None for unlabelled images); ``split`` when known."""
+
+    case_id: str
+    image: Path
+    mask: Path | None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one case or file; ``fatal`` problems exclude the case from training."""
+
+    case_id: str
+    path: Path
+    kind: str
+    message: str
+    fatal: bool = True
+
+
+@dataclass
+class DataIndex:
+    """What :func:`find_pairs` found: complete pairs (sorted by case id) and the problems on the way."""
+
+    root: Path | None
+    layout: str
+    pairs: list[Pair]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _strip(stem: str, suffix: str) -> str | None:
+    if not suffix:
+        return stem
+    return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else None
+
+
+def _best_rule(images: list[Path], masks: list[Path]) -> tuple[str, str]:
+    """The (image suffix, mask suffix) that matches the most images; ties go to the simpler rule."""
+    best, best_count = ("", ""), -1
+    for img_sfx in IMAGE_NAME_SUFFIXES:
+        keys = {k for p in images if (k := _strip(p.stem, img_sfx)) is not None}
+        for mask_sfx in MASK_SUFFIXES:
+            count = len(keys & {k for p in masks if (k := _strip(p.stem, mask_sfx)) is not None})
+            if count > best_count:
+                best, best_count = (img_sfx, mask_sfx), count
+    return best
+
+
+def _split_flat(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Images and masks mixed in one folder: masks are the files named <other file's stem><suffix>."""
+    stems = {p.stem for p in files}
+    suffix = max(MASK_SUFFIXES[1:], key=lambda sfx: sum(_strip(p.stem, sfx) in stems for p in files))
+    masks = [p for p in files if _strip(p.stem, suffix) in stems]
+    return [p for p in files if p not in set(masks)], masks
+
+
+def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Problem], str]:
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise DataError(f"data folder {folder} does not exist" if not folder.exists()
+                            else f"{folder} is a file; expected a folder of images")
+    if images_dir.resolve() == masks_dir.resolve():
+        images, masks = _split_flat(_image_files(images_dir))
+    else:
+        images, masks = _image_files(images_dir), _image_files(masks_dir)
+    img_sfx, mask_sfx = _best_rule(images, masks)
+    by_key: dict[str, list[Path]] = {}
+    for p in masks:
+        key = _strip(p.stem, mask_sfx)
+        by_key.setdefault(key if key is not None else f"\0{p.stem}", []).append(p)
+    pairs: list[Pair] = []
+    problems: list[Problem] = []
+    stems = Counter(p.stem for p in images)
+    used: set[str] = set()
+    for img in images:
+        key = _strip(img.stem, img_sfx)
+        found = by_key.get(key, []) if key is not None else []
+        if stems[img.stem] > 1:
+            problems.append(Problem(img.stem, img, "duplicate", f"image {img} shares its name with another "
+                                    f"image in {images_dir}; keep one file per case"))
+        elif len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            problems.append(Problem(img.stem, img, "duplicate", f"image {img} has {len(found)} masks in "
+                                    f"{masks_dir} ({names}); keep one"))
+        elif not found:
+            expected = f"{key}{mask_sfx}.*" if key is not None else f"{img.stem}.*"
+            problems.append(Problem(img.stem, img, "missing-mask",
+                                    f"image {img} has no mask in {masks_dir} (expected {expected})"))
+        else:
+            pairs.append(Pair(img.stem, img, found[0]))
+        if key is not None:
+            used.add(key)
+    for key, files in by_key.items():
+        if key not in used:
+            for m in files:
+                problems.append(Problem(m.stem, m, "missing-image",
+                                        f"mask {m} has no image in {images_dir}"))
+    rule = f"mask suffix '{mask_sfx}'" if mask_sfx else "same names"
+    if img_sfx:
+        rule += f", image suffix '{img_sfx}'"
+    return pairs, problems, rule
+
+
+def _read_manifest(path: Path) -> tuple[list[Pair], list[Problem], bool]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"manifest {path} could not be read ({err})") from None
+    if not rows:
+        raise DataError(f"manifest {path} has no rows; expected a header 'image,mask[,split]' and one row "
+                        "per pair")
+    if not {"image", "mask"} <= set(header):
+        raise DataError(f"manifest {path} has columns {', '.join(header)}; expected 'image,mask[,split]'")
+    has_split = "split" in header
+    base = path.parent
+    pairs: list[Pair] = []
+    problems: list[Problem] = []
+    for line, raw in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        where = f"manifest {path.name} row {line}"
+        if not row["image"]:
+            problems.append(Problem(f"row{line}", path, "missing-image", f"{where} has no image path"))
+            continue
+        image = base / row["image"]
+        case_id = image.stem
+        if not row["mask"]:
+            problems.append(Problem(case_id, path, "missing-mask", f"{where} has no mask path"))
+            continue
+        mask = base / row["mask"]
+        split = normalise_split(row.get("split", ""), where) if has_split else None
+        files = (("missing-image", image), ("missing-mask", mask))
+        missing = [(kind, p) for kind, p in files if not p.is_file()]
+        for kind, p in missing:
+            problems.append(Problem(case_id, p, kind, f"{where}: {kind.split('-')[1]} {p} does not exist"))
+        if not missing:
+            pairs.append(Pair(case_id, image, mask, split))
+    return pairs, problems, has_split
+
+
+def _find_subfolders(root: Path) -> tuple[Path, Path] | None:
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    for img_name, mask_name in FOLDER_PAIRS:
+        if img_name in subdirs and mask_name in subdirs:
+            return subdirs[img_name], subdirs[mask_name]
+    inputs = sorted(p for n, p in subdirs.items() if "input" in n)
+    truths = sorted(p for n, p in subdirs.items() if "groundtruth" in n.replace("_", "").replace("-", ""))
+    if len(inputs) == 1 and len(truths) == 1:
+        return inputs[0], truths[0]
+    if inputs and truths:
+        names = ", ".join(p.name for p in inputs + truths)
+        raise DataError(f"data folder {root} has several input/ground-truth folders ({names}); "
+                        "choose one pair with --images and --masks")
+    return None
+
+
+def _no_pairs(root: Path) -> DataError:
+    names = ", ".join(f"{a}/ + {b}/" for a, b in FOLDER_PAIRS[:4])
+    return DataError(f"no image/mask pairs found in {root}: looked for manifest.csv, sub-folders ({names} "
+                     "...), *Input + *GroundTruth folders and <name>_mask-style files side by side; pass "
+                     "--images and --masks, or write a manifest.csv with columns image,mask")
+
+
+def find_pairs(root: str | Path | None = None, *, images: str | Path | None = None,
+               masks: str | Path | None = None, manifest: str | Path | None = None) -> DataIndex:
+    """Find image/mask pairs under ``root`` (layouts in the module docstring) or in explicit folders.
+
+    Raises DataError when a folder is missing or nothing usable is found; files without a partner
+    become fatal problems in the returned index.
+    """
+    root = Path(root) if root is not None else None
+    if (images is None) != (masks is None):
+        raise DataError("give both an images folder and a masks folder (--images and --masks), or neither")
+    if manifest is None and images is None:
+        if root is None:
+            raise DataError("no data given: pass a data folder, --images and --masks, or a manifest.csv")
+        if root.is_file() and root.suffix.lower() == ".csv":
+            manifest = root
+        elif not root.exists():
+            raise DataError(f"data folder {root} does not exist")
+        elif not root.is_dir():
+            raise DataError(f"{root} is a file; expected a data folder or a manifest .csv")
+        elif (root / "manifest.csv").is_file():
+            manifest = root / "manifest.csv"
+    has_split = False
+    if manifest is not None:
+        manifest = Path(manifest)
+        if not manifest.is_file():
+            raise DataError(f"manifest {manifest} does not exist")
+        pairs, problems, has_split = _read_manifest(manifest)
+        layout = f"manifest {manifest.name}" + (" with split column" if has_split else "")
+        root = root if root is not None and root.is_dir() else manifest.parent
+        if not pairs and not problems:
+            raise _no_pairs(manifest)
+    else:
+        if images is not None:
+            folders = (Path(images), Path(masks))
+        else:
+            folders = _find_subfolders(root)
+            if folders is None and _split_flat(_image_files(root))[1]:
+                folders = (root, root)
+            if folders is None:
+                raise _no_pairs(root)
+        pairs, problems, rule = _match_folders(*folders)
+        same = folders[0].resolve() == folders[1].resolve()
+        where = f"one folder {folders[0].name}/" if same else f"{folders[0].name}/ + {folders[1].name}/"
+        layout = f"{where} ({rule})"
+        if not pairs and not problems:
+            raise DataError(f"no image files found in {folders[0]} and {folders[1]} "
+                            f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    pairs, problems = _drop_duplicate_ids(pairs, problems)
+    split_csv = root / "split.csv" if root is not None else None
+    if not has_split and split_csv is not None and split_csv.is_file():
+        mapping = load_splits(split_csv)
+        pairs = [replace(p, split=mapping.get(p.case_id)) for p in pairs]
+        layout += " + split.csv"
+    pairs.sort(key=lambda p: (p.case_id, str(p.image)))
+    problems.sort(key=lambda q: (q.case_id, str(q.path), q.kind))
+    return DataIndex(root, layout, pairs, problems)
+
+
+def _drop_duplicate_ids(pairs: list[Pair], problems: list[Problem]) -> tuple[list[Pair], list[Problem]]:
+    """Cases whose id appears twice (same stem in different folders of a manifest) are ambiguous."""
+    counts = Counter(p.case_id for p in pairs)
+    if all(n == 1 for n in counts.values()):
+        return pairs, problems
+    problems = problems + [Problem(p.case_id, p.image, "duplicate", f"image {p.image} has the same case id "
+                                   f"'{p.case_id}' as another image; case ids (file stems) must be unique")
+                           for p in pairs if counts[p.case_id] > 1]
+    return [p for p in pairs if counts[p.case_id] == 1], problems

@@ -1,0 +1,86 @@
+"""From a data argument to checked, split pairs: the step shared by train and evaluate."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.data.check import CheckReport, check_pairs
+from medseg.data.layouts import Pair, find_pairs
+from medseg.data.splits import SPLITS, apply_splits, assign_splits, load_splits, save_splits
+from medseg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS_FILE = "splits.csv"
+
+
+@dataclass
+class PreparedData:
+    report: CheckReport
+    splits: dict[str, list[Pair]]
+    source: str  # where the split came from
+
+
+def discover_and_check(data: str | Path | None, *, images=None, masks=None, manifest=None,
+                       progress: bool = False) -> CheckReport:
+    """Find pairs in ``data`` (or two folders / a manifest), open every file, report problems."""
+    index = find_pairs(Path(data) if data else None, images=images and Path(images),
+                       masks=masks and Path(masks), manifest=manifest and Path(manifest))
+    report = check_pairs(index, progress=progress)
+    for problem in report.problems:
+        (log.warning if problem.fatal else log.info)("%s", problem.message)
+    if not report.good:
+        raise DataError(f"no usable image/mask pairs in {data or images}: all {len(index.pairs)} pairs have "
+                        "problems (run `medseg data check` for the list)")
+    return report
+
+
+def split_for_training(report: CheckReport, run_dir: Path, *, val_fraction: float, test_fraction: float,
+                       seed: int, reuse: bool) -> PreparedData:
+    """Use the data's own split, else the run's saved one (on resume), else a new seeded one (saved)."""
+    pairs = report.good
+    saved = run_dir / SPLITS_FILE
+    if any(p.split for p in pairs):
+        splits, source = assign_splits(pairs), "the data's split column / split.csv"
+    elif reuse and saved.is_file():
+        splits, source = _group(apply_splits(pairs, load_splits(saved))), f"{saved}"
+    else:
+        splits = assign_splits(pairs, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        source = f"a seeded split (seed {seed})"
+    save_splits(saved, splits)
+    if not splits.get("train"):
+        raise DataError(f"the split of {len(pairs)} pairs leaves no training images")
+    if not splits.get("val"):
+        raise DataError("the split leaves no validation images; lower data.test_fraction or add data")
+    return PreparedData(report, splits, source)
+
+
+def _group(pairs: list[Pair]) -> dict[str, list[Pair]]:
+    out: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for p in pairs:
+        out.setdefault(p.split or "train", []).append(p)
+    return out
+
+
+def pairs_for_split(report: CheckReport, split: str, run_dir: Path | None) -> list[Pair]:
+    """Pairs of ``split`` (train/val/test/all) using the data's split, else the run's saved split."""
+    pairs = report.good
+    if split == "all":
+        return pairs
+    if not any(p.split for p in pairs):
+        saved = run_dir / SPLITS_FILE if run_dir else None
+        if saved is None or not saved.is_file():
+            raise DataError(f"the data has no split and no {SPLITS_FILE} was found in the run; use --split all")
+        mapping = load_splits(saved)
+        known = [p for p in pairs if p.case_id in mapping]
+        if not known:
+            raise DataError(f"none of the images is listed in {saved}: is this the data the run was trained on? "
+                            "Use --split all to evaluate every image")
+        pairs = apply_splits(known, mapping)
+    chosen = [p for p in pairs if p.split == split]
+    if not chosen:
+        raise DataError(f"no images in split {split!r}; splits present: "
+                        f"{sorted({p.split for p in pairs if p.split})}")
+    return chosen

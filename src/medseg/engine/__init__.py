@@ -1,0 +1,1 @@
+"""Training: the loop (train.py), runtime choices (runtime.py), checkpoints and run-folder files."""

@@ -1,0 +1,61 @@
+"""Checkpoints: weights + resolved config + versions, written atomically; a checkpoint alone predicts."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg.errors import CheckpointError
+from medseg.io.files import atomic_path
+
+BEST, LAST = "best.pt", "last.pt"
+
+
+def versions() -> dict[str, str]:
+    import medseg
+
+    out = {"medseg": medseg.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import segmentation_models_pytorch as smp
+
+        out["segmentation_models_pytorch"] = smp.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any], **extra: Any) -> None:
+    """Save ``model`` weights (fp32, contiguous) with its config; ``extra`` holds resume state."""
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": "medseg-checkpoint-1", "model": state, "config": config, "versions": versions(), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder (its best.pt, else last.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run folder {path} holds no {BEST} or {LAST}; train a model into it first")
+    if path.is_file():
+        return path
+    raise CheckpointError(f"{path} is neither a run folder nor a checkpoint file")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (run folder or file) into a dict with at least 'model' and 'config'."""
+    file = resolve_checkpoint(path)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {file} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{file} is not a medseg checkpoint (no model weights and config inside)")
+    payload["path"] = str(file)
+    return payload

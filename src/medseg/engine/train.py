@@ -1,0 +1,228 @@
+"""The training loop, readable top to bottom.
+
+data -> checked pairs -> split -> cached datasets -> model (+ encoder weights) -> loop of epochs
+(bf16/fp16 autocast, channels_last, warm-up + cosine learning rate, optional time budget) ->
+validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves.png.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from medseg.config import Config, build_config, save_config
+from medseg.data.dataset import SegmentationDataset
+from medseg.data.prepare import discover_and_check, split_for_training
+from medseg.data.transforms import normalize_batch
+from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medseg.engine.history import plot_curves, read_history, write_history
+from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
+from medseg.errors import CheckpointError
+from medseg.io.files import write_text_atomic
+from medseg.losses import build_loss
+from medseg.metrics import batch_dice
+from medseg.models import create_model, model_summary
+from medseg.models.weights import load_encoder_weights
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(progress: float, warmup: float, min_ratio: float) -> float:
+    """Linear warm-up over the first ``warmup`` fraction, then cosine from 1 to ``min_ratio``."""
+    if warmup > 0 and progress < warmup:
+        return max(progress / warmup, 0.01)
+    t = min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay, nesterov=True)
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+@torch.inference_mode()
+def validate_epoch(model, loader, criterion, rt: Runtime, mean_std, threshold: float) -> tuple[float, float]:
+    """Mean validation loss and mean per-image Dice at the model resolution."""
+    model.eval()
+    losses, dices = [], []
+    for images, masks in loader:
+        x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
+        y = masks.to(rt.device).float()
+        with rt.autocast():
+            logits = model(x)
+        losses.append(criterion(logits, y).item() * len(x))
+        dices.append(batch_dice(torch.sigmoid(logits.float()) > threshold, y > 0.5))
+    n = len(loader.dataset)
+    return sum(losses) / n, torch.cat(dices).float().mean().item()
+
+
+def train(
+    data: str | Path | None,
+    out: str | Path,
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    config: Config | None = None,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    manifest: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a model on ``data`` into the run folder ``out``; returns ``out``."""
+    out = Path(out)
+    resume_state = None
+    if resume:
+        if not (out / LAST).is_file():
+            raise CheckpointError(f"cannot resume: {out / LAST} does not exist")
+        resume_state = load_checkpoint(out / LAST)
+        cfg = build_config(base=resume_state["config"], overrides=overrides)
+    else:
+        cfg = config or build_config(preset or ("default" if not config_file else None), config_file, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+
+    # ---- data: find, check, split, cache
+    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress)
+    write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
+    if report.problems:
+        skipped = len(report.index.pairs) - len(report.good) + sum(
+            p.kind in ("missing-mask", "missing-image") for p in report.problems)
+        log.warning("skipped %d unusable files; the list is in %s", skipped, out / "data_report.txt")
+    prepared = split_for_training(report, out, val_fraction=cfg.data.val_fraction,
+                                  test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed,
+                                  reuse=resume)
+    n_train, n_val = len(prepared.splits["train"]), len(prepared.splits["val"])
+    log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
+    size = cfg.data.image_size
+    train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,
+                                   cache=cfg.data.cache, progress=progress, desc="loading train")
+    val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
+                                 desc="loading val")
+    bs = min(cfg.train.batch_size, n_train)
+    loader_gen = torch.Generator().manual_seed(cfg.train.seed)
+    train_loader = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=n_train > bs,
+                              num_workers=cfg.train.num_workers, generator=loader_gen,
+                              persistent_workers=cfg.train.num_workers > 0)
+    val_loader = DataLoader(val_ds, batch_size=max(bs, cfg.infer.batch_size), num_workers=0)
+
+    # ---- model, loss, optimiser, runtime
+    rt = resolve_runtime(cfg.train.precision, cfg.train.channels_last)
+    model = create_model(cfg.model, load_weights=False)
+    if resume_state is None:  # record what was really loaded ('auto' may fall back to none)
+        cfg.model.encoder_weights = load_encoder_weights(model, cfg.model)
+    model.to(rt.device, memory_format=rt.memory_format())
+    criterion = build_loss(cfg.loss)
+    optimizer = build_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
+    config_dict = cfg.model_dump(mode="json")
+    save_config(cfg, out / "config.yaml")
+    log.info("model %s/%s (%.1f M parameters) on %s", cfg.model.arch, cfg.model.encoder,
+             model_summary(model)["parameters_m"], rt.describe())
+
+    # ---- state (fresh or resumed)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.train.epochs * steps_per_epoch
+    budget = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
+    st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0}
+    history: list[dict[str, Any]] = []
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        st.update(resume_state["state"])
+        history = read_history(out / "metrics.csv")
+        log.info("resuming at epoch %d (best val Dice %.4f)", st["epoch"] + 1, st["best_dice"])
+    progress0, warmup = st["progress"], cfg.optim.warmup_epochs / cfg.train.epochs
+    min_ratio = cfg.optim.min_lr / cfg.optim.lr
+    mean_std = cfg.data.mean_std
+    session_start, val_seconds, stop_reason = time.monotonic(), 0.0, "epochs done"
+    last_saved = session_start
+
+    for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
+        loader_gen.manual_seed(cfg.train.seed * 1000 + epoch)
+        if train_ds.augment is not None:
+            train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch)
+        model.train()
+        t0, seen, loss_sum, out_of_time = time.monotonic(), 0, 0.0, False
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not progress, leave=False,
+                   unit="batch")
+        for images, masks in bar:
+            elapsed = time.monotonic() - session_start
+            if budget and elapsed + val_seconds + 1.0 >= budget and seen:
+                out_of_time = True
+                break
+            time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
+            st["progress"] = max(st["step"] / total_steps, time_progress)
+            lr = cfg.optim.lr * lr_factor(st["progress"], warmup, min_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
+            y = masks.to(rt.device).float()
+            with rt.autocast():
+                logits = model(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            st["step"] += 1
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{max(st['best_dice'], 0):.4f}", lr=f"{lr:.1e}")
+        train_seconds = time.monotonic() - t0
+        v0 = time.monotonic()
+        val_loss, val_dice = validate_epoch(model, val_loader, criterion, rt, mean_std, cfg.infer.threshold)
+        val_seconds = time.monotonic() - v0
+        st["epoch"] = epoch
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_dice": val_dice,
+               "lr": lr, "train_images": seen, "train_seconds": train_seconds,
+               "train_img_per_s": seen / max(train_seconds, 1e-9),
+               "epoch_seconds": time.monotonic() - t0,
+               "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + time.monotonic() - t0}
+        history.append(row)
+        improved = val_dice > st["best_dice"]
+        if improved:
+            st.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(out / BEST, model, config_dict, epoch=epoch, val_dice=val_dice)
+        else:
+            st["bad_epochs"] += 1
+        finishing = out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
+        if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
+            save_checkpoint(out / LAST, model, config_dict, epoch=epoch, val_dice=val_dice,
+                            optimizer=optimizer.state_dict(), state=dict(st))
+            last_saved = time.monotonic()
+        write_history(out / "metrics.csv", history)
+        plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
+        msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
+               f"{' (best)' if improved else ''}, {row['train_img_per_s']:.1f} img/s")
+        (tqdm.write if progress else log.info)(msg)
+        if out_of_time:
+            stop_reason = f"time budget of {cfg.train.time_budget_min:g} min reached"
+            break
+        if st["bad_epochs"] >= cfg.train.patience:
+            stop_reason = f"early stopping: no better val Dice for {cfg.train.patience} epochs"
+            break
+    log.info("%s; best val Dice %.4f at epoch %d; run folder %s", stop_reason, st["best_dice"],
+             st["best_epoch"], out)
+    return out

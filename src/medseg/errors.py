@@ -1,0 +1,27 @@
+"""One family of user-facing errors.
+
+Every failure a user can act on is a ``MedsegError`` whose message is one sentence naming the thing
+and what to do. The CLI prints it without a traceback (``--debug`` shows one).
+"""
+
+from __future__ import annotations
+
+
+class MedsegError(Exception):
+    """Base class: a problem the user can fix (bad path, bad file, bad config)."""
+
+
+class DataError(MedsegError):
+    """Missing folders, unreadable files, pairs that cannot be used."""
+
+
+class ConfigError(MedsegError):
+    """Unknown preset, unknown key, invalid value."""
+
+
+class WeightsError(MedsegError):
+    """Pretrained weights that cannot be downloaded or loaded."""
+
+
+class CheckpointError(MedsegError):
+    """A run folder or checkpoint that is missing or unusable."""

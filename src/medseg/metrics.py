@@ -1,0 +1,197 @@
+"""Binary segmentation metrics: pure functions per image plus one accumulator over a dataset.
+
+Pixels are foreground where the array is nonzero (bool, {0, 1} and {0, 255} masks all work).
+From the confusion counts (tp, fp, fn, tn) of one image::
+
+    dice        = 2 tp / (2 tp + fp + fn)      iou (Jaccard) = tp / (tp + fp + fn)
+    sensitivity = tp / (tp + fn)               specificity   = tn / (tn + fp)
+    precision   = tp / (tp + fp)               accuracy      = (tp + tn) / all pixels
+    thresholded_jaccard = iou if iou >= 0.65 else 0   (ISIC 2018 challenge score, per image)
+
+Empty masks: one rule covers every case, **0 / 0 counts as 1** (nothing to find and nothing
+found is perfect). No metric is ever NaN, so means over a dataset are always defined; dice and iou
+carry the penalty when exactly one side is empty.
+
+=========================  =====  =====  ===========  ===========  =========
+case                        dice   iou   sensitivity  specificity  precision
+=========================  =====  =====  ===========  ===========  =========
+both empty                   1      1        1            1           1
+target empty, pred not       0      0        1 (0/0)     < 1          0
+pred empty, target not       0      0        0            1           1 (0/0)
+no background in target      .      .        .          1 (0/0)       .
+=========================  =====  =====  ===========  ===========  =========
+
+Mean precision therefore does not punish a model for predicting nothing on a lesion; read it
+together with dice and sensitivity. The accumulator still averages with ``nanmean`` so rows from
+other sources with NaN are skipped rather than poisoning the mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medseg.errors import DataError
+from medseg.io.files import write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+THRESHOLDED_JACCARD_CUTOFF = 0.65
+
+#: The per-image metrics that the accumulator averages (fg_pred / fg_true are counts, not averaged).
+METRIC_NAMES = (
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "accuracy",
+    "thresholded_jaccard",
+)
+
+
+def _ratio(num: int, den: int) -> float:
+    """num / den, with 0 / 0 = 1 (the module's empty-mask convention)."""
+    return 1.0 if den == 0 else num / den
+
+
+def confusion(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int, int]:
+    """Return (tp, fp, fn, tn) pixel counts of a predicted and a true mask of the same shape."""
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.shape != target.shape:
+        raise DataError(
+            f"prediction has shape {pred.shape} but the mask has shape {target.shape}; "
+            "they must be the same size"
+        )
+    p = pred != 0
+    t = target != 0
+    n_pred = int(np.count_nonzero(p))
+    n_true = int(np.count_nonzero(t))
+    tp = int(np.count_nonzero(p & t))
+    fp = n_pred - tp
+    fn = n_true - tp
+    tn = int(p.size) - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def image_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Metrics of one predicted mask against its true mask (see the module docstring for empties)."""
+    tp, fp, fn, tn = confusion(pred, target)
+    iou = _ratio(tp, tp + fp + fn)
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": iou,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "precision": _ratio(tp, tp + fp),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "thresholded_jaccard": iou if iou >= THRESHOLDED_JACCARD_CUTOFF else 0.0,
+        "fg_pred": float(tp + fp),
+        "fg_true": float(tp + fn),
+    }
+
+
+def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice, shape (N,), of binary (N, 1, H, W) or (N, H, W) tensors; both empty gives 1."""
+    import torch
+
+    if pred.shape != target.shape:
+        raise DataError(f"prediction shape {tuple(pred.shape)} differs from target {tuple(target.shape)}")
+    if pred.dim() not in (3, 4) or (pred.dim() == 4 and pred.shape[1] != 1):
+        raise DataError(f"expected (N, 1, H, W) or (N, H, W) binary tensors, got {tuple(pred.shape)}")
+    p = (pred != 0).reshape(pred.shape[0], -1)
+    t = (target != 0).reshape(target.shape[0], -1)
+    tp = (p & t).sum(dim=1).to(torch.float32)
+    den = (p.sum(dim=1) + t.sum(dim=1)).to(torch.float32)
+    return torch.where(den > 0, 2 * tp / den.clamp_min(1), torch.ones_like(den))
+
+
+class MetricAccumulator:
+    """Collects per-image metrics (scalars only) and aggregates them over a dataset.
+
+    >>> acc = MetricAccumulator()
+    >>> acc.update("ISIC_0000001", pred, mask)   # doctest: +SKIP
+    >>> acc.aggregate()["dice"]                    # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Compute and store the metrics of one image; return them."""
+        metrics = image_metrics(pred, target)
+        self._rows.append({"case_id": str(case_id), **metrics})
+        return metrics
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per image in update order: ``case_id`` followed by its metrics."""
+        return [dict(row) for row in self._rows]
+
+    def aggregate(self) -> dict[str, float | int]:
+        """Dataset summary: nan-aware mean of each metric, ISIC score and failure rate.
+
+        ``thresholded_jaccard`` is the ISIC challenge score (mean of per-image thresholded
+        Jaccard); ``failure_rate`` is the share of images with Jaccard below 0.65. With no images
+        every mean is NaN.
+        """
+        n = len(self._rows)
+        summary: dict[str, float | int] = {}
+        for name in METRIC_NAMES:
+            values = np.array([row[name] for row in self._rows], dtype=np.float64)
+            finite = values[~np.isnan(values)]
+            summary[name] = float(finite.mean()) if finite.size else math.nan
+        ious = np.array([row["iou"] for row in self._rows], dtype=np.float64)
+        summary["failure_rate"] = float(np.mean(~(ious >= THRESHOLDED_JACCARD_CUTOFF))) if n else math.nan
+        summary["n_images"] = n
+        summary["n_empty_targets"] = sum(1 for row in self._rows if row["fg_true"] == 0)
+        return summary
+
+    def reset(self) -> None:
+        """Forget every stored image."""
+        self._rows.clear()
+
+
+def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write one CSV line per image (columns of the first row, then any new ones); atomic."""
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = Path(path)
+    write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_summary_json(path: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Write a summary dict as indented JSON (NaN and inf become null, so it is valid JSON); atomic."""
+    path = Path(path)
+    write_text_atomic(path, json.dumps(_json_safe(summary), indent=2) + "\n")
+    return path
