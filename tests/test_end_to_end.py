@@ -101,3 +101,26 @@ def test_time_budget_stops_and_keeps_best(tiny_dataset, tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert 1 <= len(rows) < 50
     assert load_checkpoint(run)["val_dice"] == pytest.approx(max(float(r["val_dice"]) for r in rows), abs=1e-5)
+
+
+def test_existing_run_is_not_clobbered(tiny_dataset, tiny_run):
+    with pytest.raises(CheckpointError, match="already holds a run; use --resume"):
+        medseg.train(tiny_dataset, tiny_run, preset="default", overrides=TINY, progress=False)
+
+
+def test_training_skips_broken_pairs_and_lists_them(tiny_dataset, tmp_path, caplog):
+    import shutil
+
+    data = tmp_path / "messy"
+    shutil.copytree(tiny_dataset, data)
+    (data / "images" / "SYN_0002.jpg").write_bytes((data / "images" / "SYN_0002.jpg").read_bytes()[:300])
+    (data / "masks" / "SYN_0005_segmentation.png").unlink()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(data / "masks" / "SYN_0007_segmentation.png")
+    with caplog.at_level("WARNING"):
+        run = medseg.train(data, tmp_path / "run", preset="default", overrides=TINY + ["train.epochs=1"],
+                           progress=False)
+    report = (run / "data_report.txt").read_text()
+    for case in ("SYN_0002", "SYN_0005", "SYN_0007"):
+        assert case in report and case in caplog.text
+    splits = (run / "splits.csv").read_text()
+    assert "SYN_0002" not in splits and "SYN_0007" not in splits and "SYN_0001" in splits

@@ -23,7 +23,7 @@ app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Find, check and describe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
 ImagesOpt = Annotated[Path | None, typer.Option("--images", help="folder of images (with --masks), "
@@ -97,6 +97,7 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value, e.g. "
                                                       "--set optim.lr=3e-4 (repeatable)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last.pt")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a run already in --out")] = False,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
@@ -112,7 +113,7 @@ def train(
     if preset is None and config is None and not resume:
         preset = "default"
     run = run_train(data, out, preset=preset, config_file=config, overrides=overrides, resume=resume,
-                    images=images, masks=masks, manifest=manifest)
+                    overwrite=overwrite, images=images, masks=masks, manifest=manifest)
     console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
 
 

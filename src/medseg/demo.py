@@ -32,7 +32,7 @@ def run_demo(out: str | Path = "runs/demo", *, minutes: float | None = None, n_t
     if minutes is not None:
         over.append(f"train.time_budget_min={minutes}")
     cfg = build_config("demo", overrides=over)
-    run = train(data, out / "run", config=cfg, progress=progress)
+    run = train(data, out / "run", config=cfg, overwrite=True, progress=progress)
     predictor = Predictor.load(run)
     summary = evaluate(run, data, split="test", out=out / "eval_test", overlays=8, progress=progress,
                        predictor=predictor)

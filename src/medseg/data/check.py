@@ -44,8 +44,8 @@ class CheckReport:
         """True when nothing fatal was found (warnings allowed)."""
         return self.n_fatal == 0
 
-    def summary_lines(self, max_problems: int = 20) -> list[str]:
-        """A short human report: layout, counts, mask encodings, then the first problems."""
+    def summary_lines(self, max_problems: int | None = None) -> list[str]:
+        """A human report: layout, counts, mask encodings, then the problems (all, or the first N)."""
         n = len(self.index.pairs)
         where = f" in {self.index.root}" if self.index.root is not None else ""
         lines = [f"found {n} pairs{where}; layout: {self.index.layout}",
@@ -60,9 +60,10 @@ class CheckReport:
             counts = ", ".join(f"{count} {kind}" for kind, count in sorted(by_kind.items()))
             lines.append(f"problems: {counts}")
             ordered = sorted(self.problems, key=lambda p: not p.fatal)  # errors first, stable
-            for p in ordered[:max_problems]:
+            shown = ordered if max_problems is None else ordered[:max_problems]
+            for p in shown:
                 lines.append(f"{'error' if p.fatal else 'warning'}: {p.message}")
-            if len(ordered) > max_problems:
+            if len(shown) < len(ordered):
                 lines.append(f"... and {len(ordered) - max_problems} more")
         return lines
 

@@ -45,6 +45,6 @@ class SegmentationDataset(Dataset):
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask))[None]
+        image_t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
+        mask_t = torch.from_numpy(np.require(mask, requirements=["C", "W"]))[None]
         return image_t, mask_t

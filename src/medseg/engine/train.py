@@ -87,11 +87,22 @@ def train(
     masks: str | Path | None = None,
     manifest: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train a model on ``data`` into the run folder ``out``; returns ``out``."""
+    """Train a model on ``data`` into the run folder ``out``; returns ``out``.
+
+    An existing run in ``out`` is continued with ``resume``, replaced with ``overwrite``, and otherwise
+    left alone (an error), so that a finished model is never clobbered by accident.
+    """
     out = Path(out)
     resume_state = None
+    if not resume and (out / LAST).exists():
+        if not overwrite:
+            raise CheckpointError(f"run folder {out} already holds a run; use --resume to continue it, "
+                                  "--overwrite to start again, or another --out")
+        for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
+            (out / name).unlink(missing_ok=True)
     if resume:
         if not (out / LAST).is_file():
             raise CheckpointError(f"cannot resume: {out / LAST} does not exist")
@@ -106,10 +117,9 @@ def train(
     # ---- data: find, check, split, cache
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress)
     write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
-    if report.problems:
-        skipped = len(report.index.pairs) - len(report.good) + sum(
-            p.kind in ("missing-mask", "missing-image") for p in report.problems)
-        log.warning("skipped %d unusable files; the list is in %s", skipped, out / "data_report.txt")
+    if report.n_fatal:
+        log.warning("training on %d pairs, skipping %d with errors (listed above and in %s)", len(report.good),
+                    report.n_fatal, out / "data_report.txt")
     prepared = split_for_training(report, out, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed,
                                   reuse=resume)
