@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medseg.errors import ConfigError
 
@@ -31,6 +31,22 @@ class DataConfig(Section):
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     split_seed: int = 0
     cache: bool = Field(True, description="keep decoded, letterboxed images in memory")
+    window: str | None = Field(None, description="DICOM window for grey images: none (the file's, else auto), "
+                               "auto, soft_tissue, lung, bone, brain, or 'CENTER,WIDTH'")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _check_window(cls, v: Any) -> Any:
+        from medseg.io.windowing import parse_window
+
+        if v is None:
+            return None
+        v = str(v) if not isinstance(v, (list, tuple)) else ",".join(str(x) for x in v)
+        try:
+            parse_window(v)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return None if v.strip().lower() in ("", "none", "file", "default") else v
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -65,8 +81,23 @@ class OptimConfig(Section):
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    min_lr: float = Field(1e-6, ge=0, description="end of the cosine schedule")
-    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr: float = Field(1e-6, ge=0, description="floor of every schedule (end of the cosine)")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up (all schedules)")
+    schedule: Literal["cosine", "step", "plateau", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="step: epochs where the lr changes")
+    milestone_lrs: list[float] = Field(default_factory=list, description="step: the lr from each milestone on")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: lr multiplier when val Dice stalls")
+    plateau_patience: int = Field(3, ge=1, description="plateau: epochs without improvement before a cut")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+
+    @model_validator(mode="after")
+    def _milestones_match(self) -> OptimConfig:
+        if len(self.milestones) != len(self.milestone_lrs):
+            raise ValueError(f"optim.milestones ({len(self.milestones)}) and optim.milestone_lrs "
+                             f"({len(self.milestone_lrs)}) must have the same length")
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("the step schedule needs optim.milestones and optim.milestone_lrs")
+        return self
 
 
 class TrainConfig(Section):
@@ -87,6 +118,31 @@ class TrainConfig(Section):
 class InferConfig(Section):
     threshold: float = Field(0.5, gt=0, lt=1)
     batch_size: int = Field(8, ge=1)
+    # how an image reaches the model (see medseg/inference/sliding.py)
+    mode: Literal["auto", "letterbox", "sliding"] = Field(
+        "auto", description="letterbox the whole image, slide windows over it, or auto: slide only when the "
+        "image is much larger than the training images")
+    train_side: int | None = Field(None, ge=1, description="median long side (px) of the training images, "
+                                   "recorded by training; sliding windows tile at the training scale")
+    sliding_above: float = Field(3.0, gt=1, description="auto mode slides when the long side exceeds this many "
+                                 "times train_side (image_size when unknown)")
+    overlap: float = Field(0.25, ge=0, lt=1, description="sliding-window overlap (Gaussian-weighted blending)")
+    # test-time augmentation (see medseg/inference/tta.py)
+    tta: bool = Field(False, description="average probabilities over flips and scales")
+    tta_flips: list[Literal["h", "v", "hv"]] = Field(["h", "v"], description="h: left-right, v: up-down, hv: both")
+    tta_scales: list[float] = Field([0.75, 1.0, 1.25], min_length=1, description="input scales (x image_size)")
+    # post-processing of the thresholded mask, in this order (see medseg/inference/postprocess.py)
+    min_object_fraction: float = Field(0.0, ge=0, lt=1, description="remove objects smaller than this fraction "
+                                       "of the image area")
+    largest_component: bool = Field(False, description="keep only the largest connected object")
+    fill_holes: bool = Field(False, description="fill background enclosed by foreground")
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _positive_scales(cls, v: list[float]) -> list[float]:
+        if any(not 0.25 <= s <= 4 for s in v):
+            raise ValueError("every scale must lie between 0.25 and 4")
+        return v
 
 
 class Config(Section):

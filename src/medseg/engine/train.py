@@ -8,7 +8,6 @@ validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
+from medseg.engine.schedule import LrSchedule
 from medseg.errors import CheckpointError
 from medseg.io.files import write_text_atomic
 from medseg.losses import build_loss
@@ -42,19 +42,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(progress: float, warmup: float, min_ratio: float) -> float:
-    """Linear warm-up over the first ``warmup`` fraction, then cosine from 1 to ``min_ratio``."""
-    if warmup > 0 and progress < warmup:
-        return max(progress / warmup, 0.01)
-    t = min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay, nesterov=True)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 
@@ -125,11 +117,16 @@ def train(
                                   reuse=resume)
     n_train, n_val = len(prepared.splits["train"]), len(prepared.splits["val"])
     log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
+    if cfg.infer.train_side is None:  # the scale the model learns at; sliding-window inference tiles at it
+        from medseg.inference.sliding import typical_long_side
+
+        cfg.infer.train_side = typical_long_side(prepared.splits["train"])
     size = cfg.data.image_size
     train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,
-                                   cache=cfg.data.cache, progress=progress, desc="loading train")
+                                   cache=cfg.data.cache, progress=progress, desc="loading train",
+                                   window=cfg.data.window)
     val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
-                                 desc="loading val")
+                                 desc="loading val", window=cfg.data.window)
     bs = min(cfg.train.batch_size, n_train)
     loader_gen = torch.Generator().manual_seed(cfg.train.seed)
     train_loader = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=n_train > bs,
@@ -163,8 +160,10 @@ def train(
         st.update(resume_state["state"])
         history = read_history(out / "metrics.csv")
         log.info("resuming at epoch %d (best val Dice %.4f)", st["epoch"] + 1, st["best_dice"])
-    progress0, warmup = st["progress"], cfg.optim.warmup_epochs / cfg.train.epochs
-    min_ratio = cfg.optim.min_lr / cfg.optim.lr
+    progress0 = st["progress"]
+    schedule = LrSchedule(cfg.optim, cfg.train.epochs)
+    if resume_state is not None and "schedule" in resume_state:
+        schedule.load_state_dict(resume_state["schedule"])
     mean_std = cfg.data.mean_std
     session_start, val_seconds, stop_reason = time.monotonic(), 0.0, "epochs done"
     last_saved = session_start
@@ -184,7 +183,7 @@ def train(
                 break
             time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
             st["progress"] = max(st["step"] / total_steps, time_progress)
-            lr = cfg.optim.lr * lr_factor(st["progress"], warmup, min_ratio)
+            lr = schedule.lr(st["progress"], epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
@@ -211,6 +210,7 @@ def train(
                "epoch_seconds": time.monotonic() - t0,
                "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + time.monotonic() - t0}
         history.append(row)
+        schedule.epoch_end(val_dice)
         improved = val_dice > st["best_dice"]
         if improved:
             st.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
@@ -220,7 +220,7 @@ def train(
         finishing = out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
         if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
             save_checkpoint(out / LAST, model, config_dict, epoch=epoch, val_dice=val_dice,
-                            optimizer=optimizer.state_dict(), state=dict(st))
+                            optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict())
             last_saved = time.monotonic()
         write_history(out / "metrics.csv", history)
         plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
