@@ -84,13 +84,13 @@ def test_clean_folder_is_ok_and_progress_changes_nothing(tmp_path):
 def test_an_unexpected_reader_error_is_reported_not_raised(tmp_path, monkeypatch):
     isic_folder(tmp_path, ["a", "b"])
 
-    def flaky(path, *, subject=None):
-        if "b_" in Path(path).name:
+    def flaky(pair, subject=None):
+        if "b_" in Path(pair.mask).name:
             raise RuntimeError("decoder exploded")
-        return real(path, subject=subject)
+        return real(pair, subject)
 
-    real = check.load_mask
-    monkeypatch.setattr(check, "load_mask", flaky)
+    real = check.load_pair_mask
+    monkeypatch.setattr(check, "load_pair_mask", flaky)
     report = check_pairs(find_pairs(tmp_path))
     assert [p.case_id for p in report.good] == ["a"]
     (problem,) = report.problems

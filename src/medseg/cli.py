@@ -23,6 +23,9 @@ app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Find, check and describe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+convert_app = typer.Typer(help="Convert DICOM and annotation-tool label maps to PNG images and masks.",
+                          no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
@@ -79,6 +82,45 @@ def data_check(
         console.print(line, markup=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------ convert
+def _print_conversion(result, what: str, out: Path) -> None:
+    console.print(f"wrote {len(result.written)} {what} to {out}")
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    for _, message in result.failed:
+        console.print(f"skipped: {message}", markup=False)
+    if result.failed and not result.written:
+        raise typer.Exit(1)
+
+
+@convert_app.command("dicom")
+def convert_dicom(
+    src: Annotated[Path, typer.Argument(help="a DICOM file or a folder of DICOM files/series")],
+    dst: Annotated[Path, typer.Argument(help="output folder")],
+    window: Annotated[str | None, typer.Option(help="file (default), auto, soft_tissue, lung, bone, brain, "
+                                                  "or CENTER,WIDTH")] = None,
+    bits: Annotated[int, typer.Option(help="8: windowed PNG; 16: raw stored values")] = 8,
+    anonymize: Annotated[bool, typer.Option(help="replace UIDs in the sidecars by stable hashes")] = False,
+) -> None:
+    """One PNG per frame (<stem>.png, <stem>_f003.png) plus a .json sidecar with geometry and UIDs."""
+    from medseg.convert import convert_dicom as run
+
+    _print_conversion(run(src, dst, window=window, bits=bits, anonymize=anonymize), "images", dst)
+
+
+@convert_app.command("labels")
+def convert_labels(
+    labels: Annotated[Path, typer.Argument(help="a DICOM SEG, NRRD/NIfTI label map or LabelMe JSON, or a folder")],
+    reference: Annotated[Path, typer.Option("--reference", help="the DICOM series (or, for LabelMe, the image "
+                                                               "folder) the labels annotate")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder for mask PNGs")],
+) -> None:
+    """One mask PNG per annotated slice or image, named after it."""
+    from medseg.convert import convert_labels as run
+
+    _print_conversion(run(labels, reference, out), "masks", out)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -142,25 +184,112 @@ def evaluate(
 # ------------------------------------------------------------------------------------------ predict
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
+    run: Annotated[Path, typer.Argument(help="run folder, checkpoint, or exported .onnx file")],
     input: Annotated[Path, typer.Argument(help="an image file or a folder of images")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.png masks")] = Path("predictions"),
     overlay: Annotated[bool, typer.Option(help="also write <stem>_overlay.png")] = False,
     threshold: Annotated[float | None, typer.Option(help="probability threshold (default: the run's)")]
     = None,
+    fmt: Annotated[str, typer.Option("--format", help="png (a mask per image or DICOM frame), dicom-seg or "
+                                                      "nifti (one per DICOM series)")] = "png",
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="test-time augmentation: average over "
+                                               "flips and scales 0.75/1/1.25 (default: the run's infer.tta)")]
+    = None,
+    uncertainty: Annotated[bool, typer.Option(help="also write <stem>_uncertainty.png: disagreement between "
+                                                 "TTA members (std of probabilities x 510); turns TTA on")]
+    = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override an inference setting, e.g. "
+                                                      "--set infer.mode=sliding (repeatable)")] = None,
 ) -> None:
     """Write a {0,255} mask PNG at each input's own size; unreadable files are reported and skipped."""
     from medseg.inference.predictor import Predictor
+    from medseg.inference.series_output import is_dicom_input, predict_dicom
 
-    predictor = Predictor.load(run)
+    overrides = list(set_ or [])
     if threshold is not None:
-        predictor.threshold = threshold
-    result = predictor.predict_folder(input, out, overlay=overlay)
-    console.print(f"wrote {len(result.written)} masks to {out}")
+        overrides.append(f"infer.threshold={threshold}")
+    if tta is not None or uncertainty:
+        overrides.append(f"infer.tta={'true' if (tta or uncertainty) else 'false'}")
+    predictor = Predictor.load(run, overrides=overrides)
+    if fmt != "png" or is_dicom_input(input):  # DICOM goes series by series
+        result = predict_dicom(predictor, input, out, fmt=fmt)
+    else:
+        result = predictor.predict_folder(input, out, overlay=overlay, uncertainty=uncertainty)
+    console.print(f"wrote {len(result.written)} masks to {out} ({predictor.describe()})", markup=False)
     for path, message in result.failed:
         console.print(f"skipped {path.name}: {message}", markup=False)
     if result.failed and not result.written:
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- export / post-process
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the .onnx file to write")],
+    format: Annotated[str, typer.Option("--format", help="export format (onnx)")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="static int8 quantisation calibrated on training images; "
+                                       "refused when validation Dice drops by more than 0.005 (needs --data)")]
+    = False,
+    tta: Annotated[bool, typer.Option("--tta", help="bake flip test-time augmentation into the graph")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="the run's data folder: validation images for "
+                                              "the parity check, training images for int8 calibration")] = None,
+    calibration: Annotated[int, typer.Option(help="number of training images for int8 calibration")] = 64,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Export one ONNX graph (normalisation, network, optional flip TTA, sigmoid) checked against PyTorch.
+
+    Batch, height and width are dynamic; the config travels in the file's metadata, so the .onnx
+    alone works with `medseg predict`. The export is refused when its masks agree with PyTorch's on
+    less than 99.9 % of pixels.
+    """
+    from medseg.export import export_onnx
+
+    if format != "onnx":
+        raise MedsegError(f"--format {format!r} is not supported; use --format onnx")
+    report = export_onnx(run, out, tta=tta, int8=int8, data=data, images=images, masks=masks, manifest=manifest,
+                         calibration=calibration)
+    p = report.parity
+    flips = f", flip TTA {'/'.join(report.tta_flips)}" if report.tta_flips else ""
+    console.print(f"wrote {report.path} ({report.precision}{flips}) in {report.seconds:.0f} s", markup=False)
+    console.print(f"ONNX fp32 vs PyTorch fp32 on {p.n_images} images: max |probability difference| "
+                  f"{p.max_abs_diff:.2e}, mask agreement {p.mask_agreement:.5%}", markup=False)
+    if report.int8:
+        q = report.int8
+        console.print(f"int8: validation Dice {q['dice_int8']:.4f} vs float {q['dice_float']:.4f} (drop "
+                      f"{q['dice_drop']:.4f} <= {q['max_drop']}); mask agreement with PyTorch "
+                      f"{q['parity_vs_pytorch']['mask_agreement']:.4%}", markup=False)
+
+
+@app.command("tune-postprocess")
+def tune_postprocess(
+    run: Annotated[Path, typer.Argument(help="run folder or checkpoint (the choice is stored in it)")],
+    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks")] = None,
+    split: Annotated[str, typer.Option(help="split to tune on (val, or test/train/all)")] = "val",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report without storing the choice")] = False,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Tune threshold, largest component, hole filling and small-object removal on validation Dice.
+
+    Keeps only the steps that improve validation Dice (as nnU-Net does) and stores them in the run's
+    checkpoint config and config.yaml, so predict, evaluate and export use them.
+    """
+    from medseg.inference.tuning import tune_postprocess as run_tuning
+
+    result = run_tuning(run, data, split=split, images=images, masks=masks, manifest=manifest, store=not dry_run)
+    table = Table(title=f"post-processing on {split} ({result['n_images']} images)")
+    for col in ("step", "setting", "Dice", "kept"):
+        table.add_column(col)
+    for t in result["trials"]:
+        table.add_row(t["step"], t["setting"], f"{t['dice']:.4f}", "yes" if t["kept"] else "no")
+    console.print(table)
+    stored = "" if dry_run else f" (stored in {result['stored_in']})"
+    console.print(f"Dice {result['dice_before']:.4f} -> {result['dice_after']:.4f}: {result['setting_after']}{stored}",
+                  markup=False)
 
 
 # --------------------------------------------------------------------------------- presets / models
@@ -178,15 +307,26 @@ def presets() -> None:
 
 
 @app.command()
-def models() -> None:
-    """List the architectures (any segmentation-models-pytorch encoder or tu-<timm> name works)."""
-    from medseg.models import MODELS
+def models(
+    size: Annotated[int, typer.Option(help="input side (px) for GFLOPs")] = 256,
+    classes: Annotated[int, typer.Option(help="output classes (1 = binary)")] = 1,
+    arch: Annotated[str | None, typer.Option(help="only this architecture")] = None,
+    encoder: Annotated[str | None, typer.Option(help="encoder instead of each architecture's default")] = None,
+    encoders: Annotated[str | None, typer.Option(help="list encoder names matching a glob, e.g. '*convnext*'")] = None,
+) -> None:
+    """List the architectures with parameters and GFLOPs (any SMP encoder or tu-<timm> name works)."""
+    from medseg.models.summary import architecture_rows, encoder_names
 
-    table = Table(title="architectures (model.arch); encoders: model.encoder")
-    table.add_column("arch")
-    table.add_column("description")
-    for name, desc in MODELS.describe().items():
-        table.add_row(name, desc)
+    if encoders is not None:
+        console.print("\n".join(encoder_names(encoders)) or f"no encoder matches {encoders!r}")
+        return
+    table = Table(title=f"architectures (model.arch) at {size}x{size}, {classes} class(es); GFLOPs count a "
+                  "multiply-add as 2")
+    for col in ("arch", "encoder", "params (M)", "GFLOPs", "options (model.*)", "description"):
+        table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs") else "left")
+    for r in architecture_rows(size, classes, arch, encoder):
+        table.add_row(r["arch"], r["encoder"], str(r.get("parameters_m", "-")), str(r.get("gflops", "-")),
+                      r["options"], r.get("error", r["help"]))
     console.print(table)
 
 

@@ -63,7 +63,20 @@ class ModelConfig(Section):
         description="auto (imagenet when obtainable, else none), imagenet, a local file, or none",
     )
     in_channels: int = Field(3, ge=1)
-    classes: int = Field(1, ge=1, description="1 = binary (sigmoid)")
+    classes: int = Field(1, ge=1, description="1 = binary (sigmoid), K > 1 = K classes (softmax)")
+    # architecture options: None / off = the architecture's default; `medseg models` says which arch uses what
+    base_channels: int | None = Field(None, ge=4, description="unet_classic: first-level width (64; 32, 16 small)")
+    upsampling: Literal["bilinear", "transpose"] | None = Field(None, description="unet_classic decoder (bilinear)")
+    attention: Literal["none", "cbam"] = Field("none", description="CBAM on the skip connections (U-Net-like archs)")
+    deep_supervision: bool = Field(False, description="auxiliary logits at decoder levels in training (U-Nets)")
+    edge_head: bool = Field(False, description="auxiliary boundary head trained on the mask's morphological gradient")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the head (pspnets, ASPP of deeplabs)")
+    psp_bins: list[int] | None = Field(None, min_length=1, description="dicom-pspnet pyramid bins (1,3,5,7)")
+    atrous_rates: list[int] | None = Field(None, min_length=3, max_length=3, description="deeplab ASPP rates")
+    output_stride: Literal[8, 16, 32] | None = Field(None, description="encoder output stride (deeplabs, dicom-pspnet)")
+    freeze_layers: int | None = Field(None, ge=0, description="freeze the first N encoder layers "
+                                      "(dicom-vgg16-unet: 10)")
+    freeze_stages: int | None = Field(None, ge=0, description="freeze the first N encoder stages")
 
     @field_validator("encoder_weights", mode="before")
     @classmethod
@@ -72,9 +85,24 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    name: Literal["dice_bce"] = "dice_bce"
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
+    # binary (1 output channel, sigmoid) or multiclass (K channels, softmax) follows the model (medseg/losses.py)
+    name: Literal["dice_bce", "dice_ce", "dice", "ce", "focal", "tversky", "dice_focal"] = "dice_bce"
+    dice_weight: float = Field(1.0, ge=0, description="dice_bce / dice_ce: weight of the Dice term")
+    bce_weight: float = Field(1.0, ge=0, description="dice_bce / dice_ce: weight of the cross-entropy (BCE/CE) term")
+    alpha: float = Field(0.5, ge=0, le=1, description="dice_focal: alpha * Dice + (1 - alpha) * focal")
+    gamma: float = Field(2.0, ge=0, description="focal, dice_focal: focusing parameter")
+    tversky_alpha: float = Field(0.3, ge=0, description="tversky: weight of false positives")
+    tversky_beta: float = Field(0.7, ge=0, description="tversky: weight of false negatives")
+    class_weights: list[float] | Literal["auto"] | None = Field(
+        None, description="per-class weights (binary: [background, foreground]); auto: from training pixel counts")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="BCE / CE label smoothing")
+    include_background: bool = Field(True, description="multiclass Dice / Tversky / focal include class 0")
+    boundary_weight: float = Field(0.0, ge=0, description="add CE weighted by a Gaussian of the distance to "
+                                   "the true boundary, times this")
+    boundary_sigma: float = Field(3.0, gt=0, description="width (pixels) of the boundary term's band")
+    deep_supervision_weights: list[float] | None = Field(
+        None, description="main + auxiliary output weights (default 1, 1/2, 1/4, 1/8, normalised)")
+    edge_weight: float = Field(1.0, ge=0, description="weight of the edge-head loss (model.edge_head)")
 
 
 class OptimConfig(Section):

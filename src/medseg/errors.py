@@ -25,3 +25,7 @@ class WeightsError(MedsegError):
 
 class CheckpointError(MedsegError):
     """A run folder or checkpoint that is missing or unusable."""
+
+
+class ExportError(MedsegError):
+    """An export that cannot be made or that fails its accuracy checks."""

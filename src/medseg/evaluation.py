@@ -3,17 +3,52 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from medseg.data.layouts import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
+from medseg.data.readers import read_pair_image, read_pair_mask
+from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
-from medseg.io.images import read_mask, write_png
+from medseg.io.images import write_png
 from medseg.metrics import MetricAccumulator, write_per_image_csv, write_summary_json
 
 log = logging.getLogger(__name__)
+
+
+def iter_pair_predictions(predictor: Predictor, pairs: list[Pair]) -> Iterator[tuple[Pair, Any, Any]]:
+    """Yield (pair, image, probability map) for readable pairs, reading the next batch in a thread.
+
+    Pairs (not paths) so that frames of multi-frame DICOM files work; DICOM images are windowed with the
+    run's ``data.window``. Unreadable images are logged and skipped.
+    """
+    bs = predictor.config.infer.batch_size
+    window = predictor.config.data.window
+    chunks = [pairs[i : i + bs] for i in range(0, len(pairs), bs)]
+
+    def read(chunk: list[Pair]) -> list[tuple[Pair, Any]]:
+        out = []
+        for pair in chunk:
+            try:
+                out.append((pair, read_pair_image(pair, window)))
+            except MedsegError as err:
+                log.warning("skipped %s", err)
+        return out
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            loaded = pending.result()
+            pending = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
+            if loaded:
+                probas = predictor.predict_proba_batch([img for _, img in loaded])
+                for (pair, image), proba in zip(loaded, probas, strict=True):
+                    yield pair, image, proba
 
 
 def evaluate(
@@ -39,15 +74,11 @@ def evaluate(
     out = Path(out) if out else (run if run.is_dir() else run.parent) / f"eval_{split}"
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else None)
-    by_image = {p.image: p for p in pairs}
     acc = MetricAccumulator()
     bar = tqdm(total=len(pairs), desc=f"evaluating {split}", unit="img", disable=not progress)
     worst: list[tuple[float, str, Any, Any, Any]] = []
-    for path, image, proba in predictor.iter_predictions(
-        [p.image for p in pairs], on_error=lambda p, m: log.warning("skipped %s", m)
-    ):
-        pair = by_image[path]
-        truth = read_mask(pair.mask)
+    for pair, image, proba in iter_pair_predictions(predictor, pairs):
+        truth = read_pair_mask(pair)
         pred = predictor.to_mask(proba) > 0
         acc.update(pair.case_id, pred, truth)
         if overlays:

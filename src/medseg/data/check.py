@@ -18,8 +18,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from medseg.data.layouts import DataIndex, Pair, Problem
+from medseg.data.readers import load_pair_mask, pair_image_size
 from medseg.errors import DataError
-from medseg.io.images import MASK_KINDS, load_mask, open_image
+from medseg.io.images import MASK_KINDS
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | Non
     problems: list[Problem] = []
     size = None
     try:
-        size = open_image(pair.image).size
+        size = pair_image_size(pair)
     except DataError as err:
         problems.append(Problem(pair.case_id, pair.image, "unreadable-image", str(err)))
     except Exception as err:  # an odd file must not stop the check of the others
@@ -93,7 +94,7 @@ def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | Non
     shown = _show(pair.mask, root)
     subject = f"mask for {pair.case_id} ({shown})"
     try:
-        binary, info = load_mask(pair.mask, subject=subject)
+        binary, info = load_pair_mask(pair, subject)
     except DataError as err:
         problems.append(Problem(pair.case_id, pair.mask, "unreadable-mask", str(err)))
         return problems, None

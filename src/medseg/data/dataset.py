@@ -11,14 +11,17 @@ from tqdm.auto import tqdm
 
 from medseg.data.geometry import letterbox
 from medseg.data.layouts import Pair
+from medseg.data.readers import read_pair_image, read_pair_mask
 from medseg.data.transforms import build_augmentation
-from medseg.io.images import read_image, read_mask
 
 
-def load_letterboxed(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pair and letterbox it: (HxWx3 uint8 image, HxW uint8 {0,1} mask) at size x size."""
-    image, _ = letterbox(read_image(pair.image), size)
-    mask, _ = letterbox(read_mask(pair.mask), size, is_mask=True)
+def load_letterboxed(pair: Pair, size: int, window: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair and letterbox it: (HxWx3 uint8 image, HxW uint8 {0,1} mask) at size x size.
+
+    ``window`` is the DICOM window for DICOM images (``data.window``; None: the file's, else automatic).
+    """
+    image, _ = letterbox(read_pair_image(pair, window), size)
+    mask, _ = letterbox(read_pair_mask(pair), size, is_mask=True)
     return image, mask
 
 
@@ -26,14 +29,15 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs at the model size; decoded once and cached in memory when ``cache``."""
 
     def __init__(self, pairs: list[Pair], size: int, *, augment: str = "none", cache: bool = True,
-                 progress: bool = False, desc: str = "loading") -> None:
+                 progress: bool = False, desc: str = "loading", window: str | None = None) -> None:
         self.pairs = list(pairs)
         self.size = size
+        self.window = window
         self.augment = build_augmentation(augment)
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
             with ThreadPoolExecutor(max_workers=4) as pool:
-                it = pool.map(lambda p: load_letterboxed(p, size), self.pairs)
+                it = pool.map(lambda p: load_letterboxed(p, size, window), self.pairs)
                 self._cache = list(tqdm(it, total=len(self.pairs), desc=desc, disable=not progress,
                                         leave=False, unit="img"))
 
@@ -41,7 +45,10 @@ class SegmentationDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self._cache[i] if self._cache is not None else load_letterboxed(self.pairs[i], self.size)
+        if self._cache is not None:
+            image, mask = self._cache[i]
+        else:
+            image, mask = load_letterboxed(self.pairs[i], self.size, self.window)
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

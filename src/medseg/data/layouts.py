@@ -18,6 +18,10 @@ Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden file
 (``LICENSE``, ``ATTRIBUTION.txt``, ``Thumbs.db``, sub-folders) are ignored. Files without a partner go
 to ``problems``. A ``split.csv`` (``image_id,split``) beside the data sets ``Pair.split`` unless the
 manifest has a split column.
+
+Masks may also be LabelMe JSON files (``ISIC_1.json``). An images folder holding DICOM files (or
+series sub-folders) is matched by :mod:`medseg.data.dicom_layout`: one pair per frame, masks as PNGs
+named after the frame, a DICOM SEG, or a NRRD/NIfTI label volume per series.
 """
 
 from __future__ import annotations
@@ -43,12 +47,16 @@ IMAGE_NAME_SUFFIXES = ("", "_training", "_test", "_image", "_img")
 
 @dataclass(frozen=True)
 class Pair:
-    """One image and its mask (``mask`` None for unlabelled images); ``split`` when known."""
+    """One image and its mask (``mask`` None for unlabelled images); ``split`` when known.
+
+    ``frame`` is the 1-based frame number for a frame of a multi-frame DICOM file (else None).
+    """
 
     case_id: str
     image: Path
     mask: Path | None
     split: str | None = None
+    frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,17 @@ class DataIndex:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _image_files(folder: Path, extra: tuple[str, ...] = ()) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                  and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in extra) and p.is_file())
+
+
+def _is_labelme(path: Path) -> bool:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return '"shapes"' in head and '"imageHeight"' in head
 
 
 def _strip(stem: str, suffix: str) -> str | None:
@@ -108,10 +124,18 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
         if not folder.is_dir():
             raise DataError(f"data folder {folder} does not exist" if not folder.exists()
                             else f"{folder} is a file; expected a folder of images")
+    if images_dir.resolve() != masks_dir.resolve():
+        from medseg.io.dicom_series import has_dicom
+
+        if has_dicom(images_dir):
+            from medseg.data.dicom_layout import match_dicom
+
+            return match_dicom(images_dir, masks_dir)
     if images_dir.resolve() == masks_dir.resolve():
         images, masks = _split_flat(_image_files(images_dir))
-    else:
-        images, masks = _image_files(images_dir), _image_files(masks_dir)
+    else:  # masks may also be LabelMe JSON files
+        images = _image_files(images_dir)
+        masks = [p for p in _image_files(masks_dir, (".json",)) if p.suffix.lower() != ".json" or _is_labelme(p)]
     img_sfx, mask_sfx = _best_rule(images, masks)
     by_key: dict[str, list[Path]] = {}
     for p in masks:

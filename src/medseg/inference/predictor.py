@@ -1,7 +1,9 @@
-"""The Predictor: letterbox -> normalise -> model -> sigmoid -> back to the original size -> threshold.
+"""The Predictor: one path from an image to a mask, used everywhere.
 
-Used by ``medseg predict``, ``medseg.load``, evaluation and (later) export checks and the server, so
-a mask is computed one way everywhere.
+image -> letterbox (or sliding windows for much larger images) -> backend (PyTorch or ONNX Runtime:
+normalise, network, sigmoid) -> [TTA: flips and scales averaged] -> back to the original size ->
+threshold -> post-processing. ``medseg predict``, ``medseg.load``, evaluation, export checks and the
+server all go through it, so a mask is computed one way everywhere, whichever backend runs the network.
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from medseg.config import Config, validate
+from medseg.config import Config, build_config, validate
 from medseg.data.geometry import letterbox, unletterbox
-from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.runtime import Runtime, resolve_runtime
 from medseg.errors import MedsegError
+from medseg.inference.backends import OnnxBackend, TorchBackend
+from medseg.inference.postprocess import Postprocess
+from medseg.inference.sliding import choose_mode, sliding_predict
+from medseg.inference.tta import MemberStats, TTAPlan, channels_last, flip_members, model_side
 from medseg.io.images import IMAGE_SUFFIXES, read_image, write_png
-from medseg.models import create_model
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,16 @@ log = logging.getLogger(__name__)
 class FolderResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """One image's result: probabilities (HxW, or HxWxC for several classes) and, on request, uncertainty."""
+
+    path: Path | None
+    image: np.ndarray
+    proba: np.ndarray
+    uncertainty: np.ndarray | None = None
 
 
 def list_images(path: Path) -> list[Path]:
@@ -48,49 +62,118 @@ def list_images(path: Path) -> list[Path]:
 
 
 class Predictor:
-    """A trained model with its preprocessing and postprocessing."""
+    """A trained model with its preprocessing and postprocessing, on a PyTorch or ONNX Runtime backend.
 
-    def __init__(self, model: torch.nn.Module, config: Config, runtime: Runtime | None = None,
-                 source: str = "") -> None:
+    ``config`` decides everything after the network: letterbox or sliding windows (``infer.mode``),
+    test-time augmentation (``infer.tta``), threshold and post-processing.
+    """
+
+    def __init__(self, backend: TorchBackend | OnnxBackend, config: Config, source: str = "") -> None:
+        self.backend = backend
         self.config = config
-        self.runtime = runtime or resolve_runtime("auto", "auto")
-        self.model = model.to(self.runtime.device, memory_format=self.runtime.memory_format()).eval()
         self.source = source
         self.size = config.data.image_size
-        self.threshold = config.infer.threshold
-        self.mean_std = config.data.mean_std
 
     @classmethod
-    def load(cls, path: str | Path, *, precision: str = "auto", device: str | None = None) -> Predictor:
-        """From a run folder (best.pt) or a checkpoint file."""
-        ckpt = load_checkpoint(path)
-        cfg = validate(ckpt["config"])
-        model = create_model(cfg.model, load_weights=False)
-        model.load_state_dict(ckpt["model"])
-        return cls(model, cfg, resolve_runtime(precision, "auto", device), source=ckpt["path"])
+    def load(cls, path: str | Path, *, precision: str = "auto", device: str | None = None,
+             channels_last: str = "auto", threads: int | None = None,
+             overrides: list[str] | dict[str, Any] | None = None) -> Predictor:
+        """From a run folder (best.pt), a checkpoint file, or an exported ``.onnx`` file.
+
+        ``precision``/``channels_last``/``device`` choose the PyTorch runtime (auto: bf16 + channels_last
+        on CPUs with native bf16); ``overrides`` change inference settings, e.g. ``["infer.tta=true"]``.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            backend: TorchBackend | OnnxBackend = OnnxBackend(path, threads=threads)
+            cfg, source = backend.config, str(path)
+        else:
+            from medseg.models import create_model
+
+            ckpt = load_checkpoint(path)
+            cfg = validate(ckpt["config"])
+            net = create_model(cfg.model, load_weights=False)
+            net.load_state_dict(ckpt["model"])
+            backend = TorchBackend(net, cfg, resolve_runtime(precision, channels_last, device))
+            source = ckpt["path"]
+        if overrides:
+            cfg = build_config(base=cfg.model_dump(mode="json"), overrides=overrides)
+        return cls(backend, cfg, source=source)
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The PyTorch runtime (device, precision, memory format); None for ONNX Runtime."""
+        return getattr(self.backend, "runtime", None)
+
+    @property
+    def plan(self) -> TTAPlan:
+        return TTAPlan.from_config(self.config.infer)
+
+    @property
+    def threshold(self) -> float:
+        return self.config.infer.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.config.infer.threshold = value  # validated (0 < threshold < 1)
+
+    @property
+    def postprocess(self) -> Postprocess:
+        return Postprocess.from_config(self.config.infer)
+
+    def describe(self) -> str:
+        tta = f", TTA x{self.plan.members(self.backend.flips)}" if self.plan.members(self.backend.flips) > 1 else ""
+        return f"{self.backend.describe()}{tta}; {self.postprocess.describe()}"
 
     # ------------------------------------------------------------------ core
-    @torch.inference_mode()
+    def _letterbox_batch(self, images: list[np.ndarray], want_std: bool) -> list[tuple[np.ndarray, Any]]:
+        stats = [MemberStats(want_std) for _ in images]
+        flips = () if self.backend.flips else self.plan.flips
+        for scale in self.plan.scales:
+            side = model_side(self.size, scale)
+            boxed = [letterbox(img, side) for img in images]
+            members = flip_members(self.backend, np.stack([b[0] for b in boxed]), flips,
+                                   max_batch=self.config.infer.batch_size)
+            for st, per_image, (_, box) in zip(stats, members, boxed, strict=True):
+                for member in per_image:
+                    st.add(unletterbox(channels_last(member), box))
+        return [(st.mean(), st.std() if want_std else None) for st in stats]
+
+    def predict_batch(self, images: list[np.ndarray], *, uncertainty: bool = False
+                      ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(probabilities, uncertainty or None) for each RGB uint8 image, at its own size."""
+        out: list[Any] = [None] * len(images)
+        boxed = [i for i, img in enumerate(images) if choose_mode(*img.shape[:2], self.config) == "letterbox"]
+        if boxed:
+            for i, result in zip(boxed, self._letterbox_batch([images[i] for i in boxed], uncertainty),
+                                 strict=True):
+                out[i] = result
+        for i, img in enumerate(images):
+            if out[i] is None:
+                out[i] = sliding_predict(img, self.backend, self.config, self.plan, want_std=uncertainty,
+                                         baked_flips=self.backend.flips)
+        return out
+
     def predict_proba_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Foreground probability maps (float32, each image's own HxW) for RGB uint8 images."""
-        boxed = [letterbox(img, self.size) for img in images]
-        batch = torch.from_numpy(np.stack([b[0] for b in boxed])).permute(0, 3, 1, 2)
-        rt = self.runtime
-        x = normalize_batch(batch, *self.mean_std).to(rt.device, memory_format=rt.memory_format())
-        with rt.autocast():
-            logits = self.model(x)
-        probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        return [unletterbox(p, box) for p, (_, box) in zip(probs, boxed, strict=True)]
+        """Probability maps (float32, each image's own HxW; HxWxC for several classes) for RGB uint8 images."""
+        return [p for p, _ in self.predict_batch([self._as_array(img) for img in images])]
 
     def predict_proba(self, image: np.ndarray | str | Path) -> np.ndarray:
         return self.predict_proba_batch([self._as_array(image)])[0]
 
+    def predict_with_uncertainty(self, image: np.ndarray | str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, per-pixel standard deviation over the TTA members); uncertainty needs TTA on."""
+        return self.predict_batch([self._as_array(image)], uncertainty=True)[0]
+
     def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
-        """Binary mask (uint8, 0 or 255) at the input's own size."""
+        """Mask at the input's own size: uint8 0/255 (one class) or class indices (several classes)."""
         return self.to_mask(self.predict_proba(image))
 
     def to_mask(self, proba: np.ndarray) -> np.ndarray:
-        return np.where(proba > self.threshold, 255, 0).astype(np.uint8)
+        """Threshold + post-processing (one class: uint8 0/255), or argmax class indices (several)."""
+        if proba.ndim == 3:
+            return np.argmax(proba, axis=2).astype(np.uint8)
+        return np.where(self.postprocess(proba), 255, 0).astype(np.uint8)
 
     @staticmethod
     def _as_array(image: np.ndarray | str | Path) -> np.ndarray:
@@ -104,9 +187,9 @@ class Predictor:
         return np.ascontiguousarray(arr[..., :3]).astype(np.uint8, copy=False)
 
     # ------------------------------------------------------------------ streaming over files
-    def iter_predictions(self, files: Iterable[Path], *, batch_size: int | None = None,
-                         on_error=None) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-        """Yield (path, image, probability map) for readable files, reading ahead in a thread.
+    def iter_results(self, files: Iterable[Path], *, batch_size: int | None = None, uncertainty: bool = False,
+                     on_error=None) -> Iterator[Prediction]:
+        """Yield a :class:`Prediction` per readable file, reading the next batch in a thread meanwhile.
 
         Memory holds at most two batches whatever the number of files; unreadable files go to
         ``on_error(path, message)`` and are skipped.
@@ -134,15 +217,23 @@ class Predictor:
                     if img is None and on_error:
                         on_error(p, err)
                 if good:
-                    for (path, img), proba in zip(good, self.predict_proba_batch([g[1] for g in good]),
-                                                  strict=True):
-                        yield path, img, proba
+                    results = self.predict_batch([g[1] for g in good], uncertainty=uncertainty)
+                    for (path, img), (proba, unc) in zip(good, results, strict=True):
+                        yield Prediction(path, img, proba, unc)
+
+    def iter_predictions(self, files: Iterable[Path], *, batch_size: int | None = None,
+                         on_error=None) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+        """Yield (path, image, probability map) for readable files (see :meth:`iter_results`)."""
+        for r in self.iter_results(files, batch_size=batch_size, on_error=on_error):
+            yield r.path, r.image, r.proba
 
     def predict_folder(self, source: str | Path, out_dir: str | Path, *, overlay: bool = False,
-                       progress: bool = True) -> FolderResult:
-        """Write ``<stem>.png`` masks (and ``<stem>_overlay.png``) for an image or a folder."""
-        from medseg.inference.overlay import make_overlay
+                       uncertainty: bool = False, progress: bool = True) -> FolderResult:
+        """Write ``<stem>.png`` masks (``<stem>_overlay.png``, ``<stem>_uncertainty.png``) for an image or folder.
 
+        Reading (one batch ahead), computing and writing (post-processing included) overlap; at most
+        two batches wait to be written, so memory does not grow with the number of images.
+        """
         files = list_images(Path(source))
         out_dir = Path(out_dir)
         result = FolderResult()
@@ -152,21 +243,35 @@ class Predictor:
             log.warning("skipped %s", message)
 
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
+        max_pending = 2 * self.config.infer.batch_size
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes = []
-            for path, image, proba in self.iter_predictions(files, on_error=failed):
-                mask = self.to_mask(proba)
-                target = out_dir / f"{path.stem}.png"
-                writes.append(writer.submit(write_png, target, mask))
-                if overlay:
-                    writes.append(writer.submit(write_png, out_dir / f"{path.stem}_overlay.png",
-                                                make_overlay(image, mask)))
+            for r in self.iter_results(files, uncertainty=uncertainty, on_error=failed):
+                target = out_dir / f"{r.path.stem}.png"
+                writes.append(writer.submit(self._write_outputs, r, target, overlay))
                 result.written.append(target)
                 bar.update(1)
-                if len(writes) > 32:  # keep the write queue (and memory) bounded
+                while len(writes) > max_pending:  # keep the write queue (and memory) bounded
                     writes.pop(0).result()
             for w in writes:
                 w.result()
         bar.update(len(result.failed))
         bar.close()
         return result
+
+    def _write_outputs(self, r: Prediction, target: Path, overlay: bool) -> None:
+        mask = self.to_mask(r.proba)
+        write_png(target, mask)
+        if overlay:
+            from medseg.inference.overlay import make_overlay
+
+            write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask))
+        if r.uncertainty is not None:
+            write_png(target.with_name(f"{r.path.stem}_uncertainty.png"), uncertainty_image(r.uncertainty))
+
+
+def uncertainty_image(std: np.ndarray) -> np.ndarray:
+    """uint8 map of a probability standard deviation: 0 = members agree, 255 = std >= 0.5 (two-way split)."""
+    if std.ndim == 3:
+        std = std.max(axis=2)
+    return np.clip(np.rint(std * 510.0), 0, 255).astype(np.uint8)

@@ -1,5 +1,7 @@
 """Read images and masks from ordinary image files (JPEG, PNG, TIFF, BMP, GIF) into numpy arrays.
 
+DICOM files are read through :mod:`medseg.io.dicom` (:func:`read_image` dispatches them).
+
 Images come back as HxWx3 uint8 RGB:
 
 - grayscale (``L``, ``1``) is replicated to three channels; ``LA``/``RGBA`` lose their alpha;
@@ -122,8 +124,26 @@ def _unsupported_mode(what: str, path: str | Path, im: Image.Image, err: Excepti
     return DataError(f"{what} {path} has pixel mode {im.mode}, which cannot be converted ({err})")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array; DataError naming the file if unreadable."""
+def is_dicom_path(path: str | Path) -> bool:
+    """True for ``.dcm`` files and for other non-image files that carry the DICOM 'DICM' marker."""
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return False
+    from medseg.io.dicom import is_dicom
+
+    return is_dicom(path)
+
+
+def read_image(path: str | Path, *, frame: int | None = None, window: str | None = None) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 RGB array; DataError naming the file if unreadable.
+
+    DICOM files (``.dcm`` or any file with the 'DICM' marker) go to :func:`medseg.io.dicom.read_dicom`:
+    ``frame`` (1-based, default the first) picks a frame of a multi-frame file and grey images are
+    windowed by ``window`` (None: the file's window, else automatic; see :mod:`medseg.io.windowing`).
+    """
+    if is_dicom_path(path):
+        from medseg.io.dicom import read_dicom
+
+        return read_dicom(path, frame=frame, window=window)
     im = open_image(path)
     try:
         return to_rgb_array(im)
@@ -245,6 +265,12 @@ def _analyse(arr: np.ndarray, subject: str) -> tuple[MaskInfo, np.ndarray | None
     return replace(_info("rgb-colour", np.array([]), None)[0], n_values=n,
                    message=f"{subject} is RGB with {n} distinct colours; expected a binary or label mask "
                    "(one channel, 0/255 or 0/1; convert colour-coded masks first)"), None
+
+
+def analyse_mask(arr: np.ndarray, subject: str) -> tuple[np.ndarray | None, MaskInfo]:
+    """(HxW uint8 {0, 1} mask or None when unusable, its MaskInfo) for raw mask values from any source."""
+    info, binary = _analyse(arr, subject)
+    return binary, info
 
 
 def inspect_mask(arr: np.ndarray, path: str | Path, *, subject: str | None = None) -> MaskInfo:

@@ -1,7 +1,17 @@
-"""Model families, registered explicitly; ``create_model(cfg.model)`` builds one."""
+"""Model families, registered explicitly in ``factory``; ``create_model(cfg.model)`` builds one.
+
+Files: ``smp_arch`` (segmentation-models-pytorch architectures), ``classic_unet``, ``vgg_unet``
+(transposed-conv decoder), ``pspnet`` (configurable bins), ``attention`` (CBAM), ``heads`` (deep
+supervision, edge head, :class:`SegOutputs`), ``base`` (the common forward), ``freeze``, ``summary``
+(parameters, GFLOPs), ``weights`` (encoder weights).
+"""
 
 from __future__ import annotations
 
-from medseg.models.factory import MODELS, create_model, model_summary
+from medseg.models.factory import ARCHS, MODELS, create_model
+from medseg.models.freeze import freeze_encoder, unfreeze_encoder
+from medseg.models.heads import SegOutputs, main_logits
+from medseg.models.summary import model_summary
 
-__all__ = ["MODELS", "create_model", "model_summary"]
+__all__ = ["ARCHS", "MODELS", "SegOutputs", "create_model", "freeze_encoder", "main_logits", "model_summary",
+           "unfreeze_encoder"]

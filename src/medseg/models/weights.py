@@ -132,6 +132,11 @@ def load_encoder_weights(model: nn.Module, cfg: ModelConfig) -> str | None:
     choice = cfg.encoder_weights
     if not choice:
         return None
+    if not getattr(model, "pretrained_encoder", True) and choice in ("imagenet", "auto"):
+        if choice == "imagenet":
+            raise WeightsError(f"{cfg.arch} has no pretrained encoder; use --set model.encoder_weights=none")
+        log.info("%s has no pretrained encoder; training from scratch", cfg.arch)
+        return None
     if choice in ("imagenet", "auto"):
         try:
             path = fetch_imagenet_weights(cfg.encoder)

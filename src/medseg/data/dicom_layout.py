@@ -1,0 +1,119 @@
+"""DICOM datasets: one pair per frame, its mask a PNG named after the frame or a label file per series.
+
+::
+
+    images/                 DICOM files (.dcm or extension-less), multi-frame files, or a sub-folder per series
+    masks/ (or labels/)     for each frame, the first that applies:
+      <frame>.png             a mask named after the frame, in the same sub-folder as its image:
+                              <file stem>.png, or <file stem>_f003.png for frame 3 of a multi-frame file
+                              (what ``medseg convert labels`` writes)
+      *.dcm (SEG)             a DICOM SEG, any name: matched by the instances it references
+      <series>.nii.gz/.nrrd   a label volume named after the series folder (images/case7/ ->
+                              labels/case7.nii.gz) or the multi-frame file (images/mr.dcm -> labels/mr.nrrd),
+                              matched to each slice by geometry
+      <frame>.json            a LabelMe file named after the frame
+
+Case ids are the frame's path under ``images/`` without suffix, folders joined by ``__``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medseg.data.layouts import MASK_SUFFIXES, Pair, Problem
+from medseg.io.dicom import DicomFrame
+from medseg.io.dicom_series import scan_dicom
+from medseg.io.images import IMAGE_SUFFIXES
+from medseg.io.labels import VOLUME_SUFFIXES, label_kind, read_seg
+
+
+def _key(path: Path, root: Path, name: str | None = None) -> str:
+    rel = path.relative_to(root)
+    return (rel.parent / (name or rel.name)).as_posix().removeprefix("./")
+
+
+def _strip_suffixes(name: str) -> str:
+    lower = name.lower()
+    for sfx in VOLUME_SUFFIXES + tuple(IMAGE_SUFFIXES) + (".json", ".dcm"):
+        if lower.endswith(sfx):
+            return name[: -len(sfx)]
+    return name
+
+
+def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
+    """Files under ``masks_dir`` by kind: "image" / "labelme" keyed later, "seg" and "volume" lists."""
+    out: dict[str, list[Path]] = {"image": [], "labelme": [], "seg": [], "volume": []}
+    for dirpath, dirnames, filenames in os.walk(masks_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for n in sorted(filenames):
+            p = Path(dirpath) / n
+            if n.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                out["image"].append(p)
+            elif (kind := label_kind(p)) is not None:
+                out[kind].append(p)
+    return out
+
+
+def match_dicom(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Problem], str]:
+    """Pairs (one per DICOM frame) and problems for a DICOM images folder; see the module docstring."""
+    scan = scan_dicom(images_dir)
+    problems = [Problem(_strip_suffixes(p.name), p, "unreadable-image", msg) for p, msg in scan.failed]
+    files = _mask_files(masks_dir)
+    by_name: dict[str, Path] = {}
+    for p in files["image"] + files["labelme"]:
+        stem = _key(p, masks_dir, _strip_suffixes(p.name))
+        for sfx in MASK_SUFFIXES:
+            if sfx and stem.endswith(sfx):
+                by_name.setdefault(stem[: -len(sfx)], p)
+        by_name[stem] = p
+    by_series_name = {_key(p, masks_dir, _strip_suffixes(p.name)): p for p in files["volume"]}
+    segs = []
+    for p in files["seg"]:
+        try:
+            segs.append((p, read_seg(p)))
+        except Exception as err:  # a broken SEG is reported, the rest goes on
+            problems.append(Problem(_strip_suffixes(p.name), p, "unreadable-mask", str(err)))
+    used: set[Path] = set()
+    pairs: list[Pair] = []
+    for frame in scan.frames:
+        key = _key(frame.path, images_dir, frame.name)
+        mask = by_name.get(key) or _seg_for(frame, segs) or _volume_for(frame, images_dir, by_series_name)
+        case_id = key.replace("/", "__")
+        if mask is None:
+            problems.append(Problem(case_id, frame.path, "missing-mask",
+                                    f"DICOM image {_shown(frame)} has no mask in {masks_dir} (expected {key}.png, "
+                                    "a SEG referencing it, or a label volume named after its series)"))
+            continue
+        used.add(mask)
+        pairs.append(Pair(case_id, frame.path, mask, frame=frame.frame))
+    for p in files["image"] + files["labelme"] + files["volume"] + [p for p, _ in segs]:
+        if p not in used:
+            problems.append(Problem(_strip_suffixes(p.name), p, "missing-image",
+                                    f"mask {p} matches no DICOM image in {images_dir}"))
+    names = {"image": "images named after the frame", "labelme": "LabelMe JSON", "seg": "DICOM SEG",
+             "volume": "label volumes"}
+    kinds = [names[k] for k, paths in files.items() if any(p in used for p in paths)]
+    rule = f"DICOM frames; masks: {', '.join(kinds) or 'none found'}"
+    return pairs, problems, rule
+
+
+def _shown(frame: DicomFrame) -> str:
+    return f"{frame.path}" + (f" frame {frame.frame}" if frame.frame else "")
+
+
+def _seg_for(frame: DicomFrame, segs) -> Path | None:
+    for path, seg in segs:
+        if (frame.sop_instance_uid, frame.frame) in seg.referenced or (frame.sop_instance_uid, None) in seg.referenced:
+            return path
+    return None
+
+
+def _volume_for(frame: DicomFrame, images_dir: Path, volumes: dict[str, Path]) -> Path | None:
+    if not volumes:
+        return None
+    rel = frame.path.relative_to(images_dir)
+    names = [_strip_suffixes(rel.as_posix())] + [p.as_posix() for p in rel.parents if p.as_posix() != "."]
+    return next((volumes[n] for n in names if n in volumes), None)

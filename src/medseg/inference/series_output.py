@@ -1,0 +1,225 @@
+"""Predict DICOM input with a :class:`~medseg.inference.predictor.Predictor`, series by series.
+
+``medseg predict RUN INPUT --format png|dicom-seg|nifti`` for DICOM files or folders:
+
+- ``png``: one mask per frame, named like ``medseg convert dicom`` names images
+  (``<sub-folder>/<file stem>[_f003].png``; 0/255, or class values for several classes);
+- ``dicom-seg``: one DICOM SEG per series (:mod:`medseg.io.dicom_seg`), ``series<N>_<tag>.seg.dcm``;
+- ``nifti``: one label volume per series, ``series<N>_<tag>.nii.gz``, whose affine puts every voxel
+  where its DICOM pixel is (slices in the order of the series).
+
+Grey frames are windowed with the run's ``data.window`` (as in training). Series are named by a hash
+of their UID (:func:`~medseg.io.dicom.series_tag`), never by patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medseg.errors import DataError, MedsegError
+from medseg.io.dicom import DicomFrame, check_image, decode, is_dicom, read_dataset
+from medseg.io.dicom_series import Series, has_dicom, scan_dicom
+from medseg.io.images import write_png
+from medseg.io.windowing import colour_to_uint8, grey_to_uint8
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "dicom-seg", "nifti")
+
+
+@dataclass
+class SeriesResult:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    n_frames: int = 0
+
+
+def is_dicom_input(path: str | Path) -> bool:
+    """A DICOM file, or a folder holding DICOM files (at any depth)."""
+    path = Path(path)
+    return is_dicom(path) if path.is_file() else path.is_dir() and has_dicom(path)
+
+
+def class_names(config) -> list[str]:
+    """Segment names: ``data.class_names`` when the config has them, else foreground / class k."""
+    names = getattr(config.data, "class_names", None)
+    if names:
+        return list(names)
+    k = int(config.model.classes)
+    return ["foreground"] if k == 1 else [f"class {i}" for i in range(1, k + 1)]
+
+
+def _frame_rgb(ds, stored: np.ndarray, frame: DicomFrame, window) -> np.ndarray:
+    if stored.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        rgb = colour_to_uint8(ds, stored)
+        return rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
+    grey, _ = grey_to_uint8(ds, stored, window, frame.index)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def predict_series_labels(predictor, series: Series, *, progress=None,
+                          failed: list[tuple[Path, str]] | None = None) -> tuple[Series, list[np.ndarray]]:
+    """(the frames that could be read, H x W uint8 labels for each; 1 = foreground when binary).
+
+    Files that cannot be decoded go to ``failed`` (path, message) and their frames are left out.
+    """
+    window = predictor.config.data.window
+    bs = predictor.config.infer.batch_size
+    binary = int(predictor.config.model.classes) == 1
+    out: list[np.ndarray] = []
+    kept: list[DicomFrame] = []
+    cached: tuple[Path, object, np.ndarray | None] | None = None
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        for proba in predictor.predict_proba_batch(batch):
+            mask = predictor.to_mask(proba)
+            out.append((mask > 0).astype(np.uint8) if binary else mask.astype(np.uint8))
+            if progress is not None:
+                progress.update(1)
+        batch.clear()
+
+    for frame in series.frames:
+        if cached is None or cached[0] != frame.path:
+            try:
+                ds = read_dataset(frame.path)
+                check_image(ds, frame.path)
+                cached = (frame.path, ds, decode(ds, frame.path))
+            except DataError as err:
+                cached = (frame.path, None, None)
+                if failed is not None:
+                    failed.append((frame.path, str(err)))
+        _, ds, pixels = cached
+        if pixels is None:
+            if progress is not None:
+                progress.update(1)
+            continue
+        kept.append(frame)
+        batch.append(_frame_rgb(ds, pixels[frame.index], frame, window))
+        if len(batch) >= bs:
+            flush()
+    if batch:
+        flush()
+    return Series(series.uid, kept), out
+
+
+def series_name(series: Series) -> str:
+    first = series.frames[0]
+    try:
+        number = int(read_dataset(first.path, pixels=False).get("SeriesNumber"))
+    except (TypeError, ValueError, DataError):
+        return f"series_{series.tag}"
+    return f"series{number}_{series.tag}"
+
+
+def predict_dicom(predictor, source: str | Path, out: str | Path, *, fmt: str = "png",
+                  progress: bool = True) -> SeriesResult:
+    """Predict every DICOM series under ``source`` and write ``fmt`` outputs to ``out``."""
+    if fmt not in FORMATS:
+        raise MedsegError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    source, out = Path(source), Path(out)
+    scan = scan_dicom(source)
+    result = SeriesResult(failed=list(scan.failed))
+    if not scan.series:
+        raise DataError(f"no DICOM images in {source}" + (f" ({len(scan.failed)} files could not be used)"
+                                                          if scan.failed else ""))
+    bar = tqdm(total=len(scan.frames), desc="predicting", unit="frame", disable=not progress)
+    for series in scan.series:
+        try:
+            series, labels = predict_series_labels(predictor, series, progress=bar, failed=result.failed)
+            if not series.frames:
+                continue
+            result.written += _write(predictor, series, labels, source, out, fmt)
+            result.n_frames += len(series.frames)
+        except (DataError, OSError) as err:
+            message = str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
+            first = series.frames[0].path
+            result.failed.append((first, f"series {series.tag} ({first}): {message}"))
+            log.warning("series %s skipped: %s", series.tag, message)
+    bar.close()
+    return result
+
+
+def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, out: Path, fmt: str) -> list[Path]:
+    if fmt == "png":
+        binary = int(predictor.config.model.classes) == 1
+        written = []
+        for frame, lab in zip(series.frames, labels, strict=True):
+            rel = frame.path.parent.relative_to(source) if source.is_dir() else Path()
+            target = out / rel / f"{frame.name}.png"
+            write_png(target, lab * 255 if binary else lab)
+            written.append(target)
+        return written
+    if len({lab.shape for lab in labels}) > 1:
+        raise DataError(f"series {series.tag} has frames of different sizes; a {fmt} volume needs one size "
+                        "(use --format png)")
+    labels = np.stack(labels)
+    base = out / series_name(series)
+    if fmt == "nifti":
+        return [write_nifti(series.frames, labels, base.with_name(base.name + ".nii.gz"))]
+    from medseg import __version__
+    from medseg.io.dicom_seg import write_seg
+
+    cfg = predictor.config
+    files = series.files
+    if len(files) != len(series.frames) and len(files) > 1:
+        raise DataError(f"series {series.tag} mixes {len(files)} files with several frames each; "
+                        "a SEG needs single-frame files or one multi-frame file")
+    sources = [read_dataset(p, pixels=False) for p in files]
+    if len(files) == 1 and len(series.frames) > 1:
+        labels = labels[np.argsort([f.index for f in series.frames])]  # back to the file's frame order
+    params = {"threshold": f"{cfg.infer.threshold:g}", "config": cfg.name[:40]}
+    return [write_seg(sources, labels, base.with_name(base.name + ".seg.dcm"), class_names=class_names(cfg),
+                      algorithm=f"medseg {cfg.model.arch}-{cfg.model.encoder}", version=__version__,
+                      parameters=params)]
+
+
+def nifti_geometry(frames: list[DicomFrame]) -> tuple[tuple, tuple, tuple, str]:
+    """(origin, spacing, direction) in LPS for frames in stack order, and a note ("" when exact)."""
+    g = frames[0].geometry
+    if len({f.geometry.orientation for f in frames}) > 1:
+        raise DataError(f"the frames of {frames[0].path.parent} lie in different orientations; a volume needs "
+                        "one (use --format png)")
+    if g.position is None or g.orientation is None or g.spacing is None or \
+            any(f.geometry.position is None for f in frames):
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel()), "no geometry in the DICOM; unit affine"
+    row, col = np.asarray(g.orientation[:3]), np.asarray(g.orientation[3:])
+    note = ""
+    if len(frames) > 1:
+        pos = np.asarray([f.geometry.position for f in frames])
+        steps = np.diff(pos, axis=0)
+        dz = float(np.linalg.norm(steps, axis=1).mean())
+        normal = (pos[-1] - pos[0]) / max(np.linalg.norm(pos[-1] - pos[0]), 1e-9)
+        if np.ptp(np.linalg.norm(steps, axis=1)) > 0.01 * max(dz, 1e-9):
+            note = "slice spacing is not uniform; the NIfTI uses the mean"
+    else:
+        normal, dz = np.cross(row, col), float(g.thickness or 1.0)
+    direction = np.stack([row, col, normal], axis=1)
+    return tuple(g.position), (g.spacing[1], g.spacing[0], max(dz, 1e-6)), tuple(direction.ravel()), note
+
+
+def write_nifti(frames: list[DicomFrame], labels: np.ndarray, path: Path) -> Path:
+    """``labels`` (N x H x W, frames in stack order) as a compressed NIfTI with the DICOM geometry."""
+    import SimpleITK as sitk
+
+    origin, spacing, direction, note = nifti_geometry(frames)
+    if note:
+        log.warning("%s: %s", path.name, note)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(np.uint8)))
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[:-7]}.{os.getpid()}.tmp.nii.gz")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,103 @@
+"""Test-time augmentation: flips and scales, probabilities averaged, disagreement as uncertainty.
+
+A TTA *member* is one (scale, flip) view of the image. Each member's probabilities are mapped back
+to the original image (flipped back, resized) and the members are averaged there. The uncertainty
+map is the per-pixel standard deviation of the members' probabilities (0 = all members agree; at
+most 0.5 for two-way disagreement on a binary map).
+
+Flips run as one batch per scale; a backend whose graph already averages flips (an ONNX file
+exported with ``--tta``) counts as one member per scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.config import InferConfig
+
+Backend = Callable[[np.ndarray], np.ndarray]
+
+#: Axes flipped by each flip, for (N, H, W, 3) image batches and (N, C, H, W) probabilities.
+IMAGE_AXES = {"h": (2,), "v": (1,), "hv": (1, 2)}
+PROBA_AXES = {"h": (3,), "v": (2,), "hv": (2, 3)}
+STRIDE = 32  # encoders downsample by 32: model inputs are multiples of it
+
+
+@dataclass(frozen=True)
+class TTAPlan:
+    flips: tuple[str, ...] = ()
+    scales: tuple[float, ...] = (1.0,)
+
+    @classmethod
+    def from_config(cls, infer: InferConfig) -> TTAPlan:
+        if not infer.tta:
+            return cls()
+        return cls(tuple(dict.fromkeys(infer.tta_flips)), tuple(dict.fromkeys(infer.tta_scales)))
+
+    def members(self, baked_flips: tuple[str, ...] = ()) -> int:
+        return (1 + (0 if baked_flips else len(self.flips))) * len(self.scales)
+
+
+def model_side(size: int, scale: float) -> int:
+    """The model input side for ``scale`` x ``size``, rounded to a multiple of 32."""
+    return max(STRIDE, round(size * scale / STRIDE) * STRIDE)
+
+
+def chunked(backend: Backend, batch: np.ndarray, max_batch: int) -> np.ndarray:
+    """``backend(batch)`` in pieces of at most ``max_batch`` images."""
+    if len(batch) <= max_batch:
+        return backend(batch)
+    return np.concatenate([backend(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)])
+
+
+def flip_members(backend: Backend, batch: np.ndarray, flips: tuple[str, ...], max_batch: int = 8
+                 ) -> np.ndarray:
+    """Probabilities (N, F, C, H, W) of ``batch`` (N, H, W, 3) and of each flipped copy, flipped back.
+
+    F = 1 + len(flips); the original comes first.
+    """
+    n = len(batch)
+    views = [batch] + [np.flip(batch, IMAGE_AXES[f]) for f in flips]
+    probs = chunked(backend, np.ascontiguousarray(np.concatenate(views)), max_batch)
+    probs = probs.reshape(len(views), n, *probs.shape[1:])
+    members = [probs[0]] + [np.flip(probs[i], PROBA_AXES[f]) for i, f in enumerate(flips, start=1)]
+    return np.stack(members, axis=1)
+
+
+class MemberStats:
+    """Running mean (and optionally standard deviation, by Welford's update) of member probability maps."""
+
+    def __init__(self, want_std: bool = False) -> None:
+        self.want_std = want_std
+        self.n = 0
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None  # sum of squared deviations from the mean
+
+    def add(self, proba: np.ndarray) -> None:
+        proba = proba.astype(np.float32, copy=False)
+        self.n += 1
+        if self._mean is None:
+            self._mean = proba.copy() if self.want_std else proba
+            self._m2 = np.zeros_like(proba) if self.want_std else None
+        elif not self.want_std:
+            self._mean = self._mean + (proba - self._mean) / np.float32(self.n)
+        else:
+            delta = proba - self._mean
+            self._mean += delta / np.float32(self.n)
+            self._m2 += delta * (proba - self._mean)
+
+    def mean(self) -> np.ndarray:
+        return self._mean
+
+    def std(self) -> np.ndarray:
+        if self._m2 is None:
+            raise ValueError("standard deviation was not requested")
+        return np.sqrt(self._m2 / np.float32(self.n))
+
+
+def channels_last(proba: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> HxW for one class, HxWxC otherwise (the layout of letterbox/unletterbox)."""
+    return proba[0] if proba.shape[0] == 1 else np.moveaxis(proba, 0, -1)

@@ -1,0 +1,135 @@
+"""Tune the threshold and post-processing on validation data; keep only what improves Dice (as nnU-Net).
+
+The validation probabilities are computed once (with the run's inference settings, TTA included),
+then each candidate is scored by mean per-image Dice at the original resolution:
+
+1. threshold: the best of 0.20, 0.25, ..., 0.80, kept if it beats the current threshold
+2. largest component, then fill holes, then removal of small objects (best of a few sizes): each kept
+   only if it raises mean Dice over everything kept so far
+
+The choice is written into the run's checkpoint config (``infer`` section) and ``config.yaml``, so
+``medseg predict``, ``medseg.load``, evaluation and export all use it, and the trials go to
+``RUN/postprocess.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medseg.config import save_config, validate
+from medseg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from medseg.errors import MedsegError
+from medseg.inference.postprocess import Postprocess
+from medseg.inference.predictor import Predictor
+from medseg.io.files import atomic_path, write_text_atomic
+from medseg.metrics import confusion
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.801, 0.05))
+MIN_OBJECT_FRACTIONS = (0.0005, 0.001, 0.0025, 0.005, 0.01)
+REPORT_FILE = "postprocess.json"
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp, fp, fn, _ = confusion(pred, truth)
+    return 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def mean_dice(pp: Postprocess, probas: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    return float(np.mean([dice(pp(p), t) for p, t in zip(probas, truths, strict=True)]))
+
+
+def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postprocess
+           ) -> tuple[Postprocess, list[dict[str, Any]]]:
+    """Greedy search from ``start``'s threshold with every clean-up step off; returns (choice, trials)."""
+    best = Postprocess(threshold=start.threshold)
+    score = mean_dice(best, probas, truths)
+    trials: list[dict[str, Any]] = [{"step": "baseline", "setting": best.describe(), "dice": score, "kept": True}]
+
+    def consider(step: str, candidate: Postprocess, cand_score: float, **extra: Any) -> None:
+        nonlocal best, score
+        kept = cand_score > score
+        trials.append({"step": step, "setting": candidate.describe(), "dice": cand_score, "kept": kept, **extra})
+        if kept:
+            best, score = candidate, cand_score
+
+    grid = {t: mean_dice(best.with_(threshold=t), probas, truths) for t in THRESHOLDS}
+    t_best = max(grid, key=lambda t: (grid[t], -abs(t - 0.5)))
+    consider("threshold", best.with_(threshold=t_best), grid[t_best], grid={str(t): d for t, d in grid.items()})
+    for step, change in (("largest component", {"largest_component": True}), ("fill holes", {"fill_holes": True})):
+        candidate = best.with_(**change)
+        consider(step, candidate, mean_dice(candidate, probas, truths))
+    if not best.largest_component:  # one object left: removing small ones changes nothing
+        sizes = {f: mean_dice(best.with_(min_object_fraction=f), probas, truths) for f in MIN_OBJECT_FRACTIONS}
+        f_best = max(sizes, key=sizes.get)
+        consider("remove small objects", best.with_(min_object_fraction=f_best), sizes[f_best],
+                 grid={str(f): d for f, d in sizes.items()})
+    return best, trials
+
+
+def collect(predictor: Predictor, pairs, *, progress: bool = True) -> tuple[list[str], list[np.ndarray],
+                                                                             list[np.ndarray]]:
+    """Foreground probabilities and true masks (bool) of ``pairs``, at the original size."""
+    from medseg.data.readers import read_pair_mask
+    from medseg.evaluation import iter_pair_predictions
+
+    ids, probas, truths = [], [], []
+    bar = tqdm(total=len(pairs), desc="predicting validation", unit="img", disable=not progress)
+    for pair, _, proba in iter_pair_predictions(predictor, pairs):
+        if proba.ndim != 2:
+            raise MedsegError("post-processing tuning handles one foreground class; this model has several")
+        ids.append(pair.case_id)
+        probas.append(proba)
+        truths.append(read_pair_mask(pair) > 0)
+        bar.update(1)
+    bar.close()
+    return ids, probas, truths
+
+
+def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
+    """Write ``settings`` into the ``infer`` config of the run's checkpoint and its config.yaml."""
+    file = resolve_checkpoint(run)
+    payload = load_checkpoint(file)
+    payload.pop("path", None)
+    payload["config"]["infer"] = {**payload["config"].get("infer", {}), **settings}
+    cfg = validate(payload["config"])
+    payload["config"] = cfg.model_dump(mode="json")
+    with atomic_path(file) as tmp:
+        torch.save(payload, tmp)
+    if (file.parent / "config.yaml").is_file():
+        save_config(cfg, file.parent / "config.yaml")
+    return file
+
+
+def tune_postprocess(run: str | Path, data: str | Path | None, *, split: str = "val", images=None, masks=None,
+                     manifest=None, progress: bool = True, store: bool = True) -> dict[str, Any]:
+    """Search threshold and post-processing on ``split`` of ``data``; store the choice in ``run``."""
+    from medseg.data.prepare import discover_and_check, pairs_for_split
+
+    run = Path(run)
+    if run.suffix.lower() == ".onnx":
+        raise MedsegError(f"{run} is an ONNX file; tune the run it was exported from, then export again")
+    predictor = Predictor.load(run)
+    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
+    pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
+    ids, probas, truths = collect(predictor, pairs, progress=progress)
+    start = predictor.postprocess
+    before = mean_dice(start, probas, truths)
+    choice, trials = search(probas, truths, start)
+    result = {"split": split, "n_images": len(ids), "dice_before": before, "setting_before": start.describe(),
+              "dice_after": mean_dice(choice, probas, truths), "setting_after": choice.describe(),
+              "infer": choice.as_infer_settings(), "trials": trials, "predictor": predictor.describe()}
+    if store:
+        file = store_in_run(run, choice.as_infer_settings())
+        result["stored_in"] = str(file)
+        write_text_atomic(file.parent / REPORT_FILE, json.dumps(result, indent=2) + "\n")
+        log.info("post-processing %s stored in %s", choice.describe(), file)
+    return result

@@ -1,0 +1,94 @@
+"""Write predictions as DICOM Segmentation objects (highdicom).
+
+One SEG per series, referencing every source image (single-frame files in slice order, or the frames
+of one multi-frame file), one segment per non-zero class with its label, colour and the algorithm
+(name, version). Patient, study and frame-of-reference modules are copied from the source, so viewers
+file the SEG with its study. Empty frames are left out, as the standard allows; a slice that is
+referenced but has no frame is empty.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import DataError
+from medseg.io.files import atomic_path
+
+#: Display colours (RGB) for segments 1, 2, ...
+PALETTE = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255), (0, 200, 200),
+           (255, 128, 0), (160, 160, 160))
+
+
+def segment_colour(number: int) -> tuple[int, int, int]:
+    return PALETTE[(number - 1) % len(PALETTE)]
+
+
+def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_names: Sequence[str],
+              algorithm: str, version: str, parameters: dict[str, str] | None = None,
+              series_description: str = "medseg segmentation") -> Path:
+    """Write ``labels`` (N x H x W, 0 = background, k = class k) for ``sources`` as a DICOM SEG at ``path``.
+
+    ``sources`` are pydicom datasets: N single-frame images in the order of ``labels``, or one
+    multi-frame image with N frames. ``class_names[k - 1]`` names segment k.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.dtype.kind not in "ub":
+        raise ValueError(f"labels must be an N x H x W integer label map, got {labels.shape} {labels.dtype}")
+    k = len(class_names)
+    if labels.size and int(labels.max()) > k:
+        raise ValueError(f"labels hold class {int(labels.max())} but only {k} class names were given")
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=str(name)[:64],
+            segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=algorithm[:64], family=codes.cid7162.ArtificialIntelligence, version=version[:64],
+                parameters=parameters or None),
+            display_color=hd.color.CIELabColor.from_rgb(*segment_colour(i + 1)))
+        for i, name in enumerate(class_names)
+    ]
+    first = sources[0]
+    try:
+        number = int(first.get("SeriesNumber") or 0) + 1000
+    except (TypeError, ValueError):
+        number = 1000
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # highdicom's warnings quote tag values such as the patient's name
+            seg = hd.seg.Segmentation(
+                source_images=list(sources), pixel_array=labels.astype(np.uint8),
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
+                series_instance_uid=hd.UID(), series_number=number % 2**31, sop_instance_uid=hd.UID(),
+                instance_number=1, manufacturer="medseg", manufacturer_model_name=algorithm[:64],
+                software_versions=version[:64], device_serial_number="0", content_label="MEDSEG",
+                content_description=series_description[:64], series_description=series_description[:64],
+                omit_empty_frames=bool(labels.any()))
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DataError(f"a DICOM SEG could not be made ({reason})") from None
+    _fix_2d_source(seg, first)
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return Path(path)
+
+
+def _fix_2d_source(seg, source) -> None:
+    """For sources without plane geometry (2-D projection, secondary capture, ultrasound): the type 2C
+    Patient Orientation, and no Pixel Measures when the source has no slice thickness to give them."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence") or []
+    if "PlaneOrientationSequence" in shared or any("PlaneOrientationSequence" in f for f in per_frame):
+        return
+    if "PatientOrientation" not in seg:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and not measures[0].get("SliceThickness"):
+        del shared.PixelMeasuresSequence
