@@ -85,7 +85,7 @@ def convert_dicom(src: str | Path, dst: str | Path, *, window: str | None = None
     if bits not in (8, 16):
         raise MedsegError(f"--bits must be 8 or 16, not {bits}")
     parse_window(window)
-    scan = scan_dicom(src)
+    scan = scan_dicom(src, dedupe=False)  # every file is converted, re-encoded copies included
     result = ConvertResult(failed=list(scan.failed))
     by_file: dict[Path, list[DicomFrame]] = {}
     for f in scan.frames:

@@ -82,8 +82,11 @@ def dicom_files(path: str | Path) -> list[Path]:
     return found
 
 
-def scan_dicom(path: str | Path) -> DicomScan:
-    """Read the headers of the DICOM files at ``path`` and group their frames into sorted series."""
+def scan_dicom(path: str | Path, *, dedupe: bool = True) -> DicomScan:
+    """Read the headers of the DICOM files at ``path`` and group their frames into sorted series.
+
+    ``dedupe``: a second file holding an instance already seen is reported and skipped.
+    """
     scan = DicomScan()
     groups: dict[str, list[DicomFrame]] = {}
     seen: dict[str, Path] = {}
@@ -94,7 +97,7 @@ def scan_dicom(path: str | Path) -> DicomScan:
             scan.failed.append((file, str(err)))
             continue
         first = seen.setdefault(frames[0].sop_instance_uid, file) if frames[0].sop_instance_uid else file
-        if first != file:  # the same instance twice (e.g. re-encoded copies): keep the first file
+        if dedupe and first != file:  # the same instance twice (e.g. re-encoded copies): keep the first file
             scan.failed.append((file, f"DICOM file {file} holds the same image (SOP Instance UID) as {first}; "
                                       "it is skipped"))
             continue
