@@ -68,6 +68,10 @@ def data_check(
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
+    classes: Annotated[int, typer.Option(help="number of classes: 1 checks binary masks, K > 1 label maps "
+                                         "0..K-1 (or colours with --palette)")] = 1,
+    palette: Annotated[str | None, typer.Option(help="colour-coded masks: one R,G,B per class separated by ';', "
+                                                "e.g. '0,0,0;255,0,0;0,0,255'")] = None,
 ) -> None:
     """Discover image/mask pairs, open every file and report each problem by file name.
 
@@ -75,9 +79,17 @@ def data_check(
     """
     from medseg.data.check import check_pairs
     from medseg.data.layouts import find_pairs
+    from medseg.data.readers import TargetSpec
 
+    colours = None
+    if palette:
+        try:
+            colours = tuple(tuple(int(v) for v in c.split(",")) for c in palette.split(";"))
+        except ValueError:
+            raise MedsegError(f"--palette expects R,G,B triples separated by ';', got {palette!r}") from None
+        classes = max(classes, len(colours))
     index = find_pairs(data, images=images, masks=masks, manifest=manifest)
-    report = check_pairs(index, progress=True)
+    report = check_pairs(index, progress=True, target=TargetSpec(classes, colours))
     for line in report.summary_lines():
         console.print(line, markup=False)
     if not report.ok:

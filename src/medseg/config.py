@@ -33,6 +33,19 @@ class DataConfig(Section):
     cache: bool = Field(True, description="keep decoded, letterboxed images in memory")
     window: str | None = Field(None, description="DICOM window for grey images: none (the file's, else auto), "
                                "auto, soft_tissue, lung, bone, brain, or 'CENTER,WIDTH'")
+    class_names: list[str] | None = Field(None, description="names of classes 0..K-1 (reports, DICOM SEG)")
+    palette: list[list[int]] | None = Field(None, description="colour-coded masks: the RGB colour of each class "
+                                            "0..K-1, e.g. [[0,0,0],[255,0,0],[0,255,0]]")
+    invert_masks: bool = Field(False, description="binary: swap foreground and background (ISBI membranes are 0)")
+
+    @field_validator("palette")
+    @classmethod
+    def _check_palette(cls, v: Any) -> Any:
+        if v is not None and any(len(c) != 3 or not all(0 <= x <= 255 for x in c) for c in v):
+            raise ValueError("each palette entry must be an RGB triple of 0..255")
+        if v is not None and len({tuple(c) for c in v}) != len(v):
+            raise ValueError("palette colours must be distinct")
+        return v
 
     @field_validator("window", mode="before")
     @classmethod
@@ -128,8 +141,17 @@ class OptimConfig(Section):
         return self
 
 
+class StageConfig(Section):
+    """One stage of progressive training (the PSPNet tutorial: 3 stages, more data and augmentation each)."""
+
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    data_fraction: float = Field(1.0, gt=0, le=1, description="share of the training images used")
+    augment: Literal["none", "low", "mid", "high"] = "mid"
+
+
 class TrainConfig(Section):
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, description="maximum epochs (with stages: their sum)")
     batch_size: int = Field(16, ge=1)
     time_budget_min: float | None = Field(None, gt=0, description="stop cleanly after this many minutes")
     patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice")
@@ -141,6 +163,22 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     checkpoint_every_s: float = Field(60.0, ge=0, description="write last.pt (resume state) at most this often; "
                                       "always at the end")
+    sampler: Literal["uniform", "class_balanced"] = Field(
+        "uniform", description="class_balanced oversamples images that contain rare classes")
+    freeze_encoder_epoch: int | None = Field(None, ge=1, description="freeze the whole encoder from this epoch "
+                                             "on; the decoder and head keep learning")
+    unfreeze_encoder_epoch: int | None = Field(None, ge=1, description="unfreeze every encoder layer from this "
+                                               "epoch on (after model.freeze_layers / freeze_stages)")
+    stages: list[StageConfig] = Field(default_factory=list, description="progressive training stages; each "
+                                      "sets lr, data fraction and augmentation")
+
+    @model_validator(mode="after")
+    def _stages_set_epochs(self) -> TrainConfig:
+        if self.stages:
+            total = sum(s.epochs for s in self.stages)
+            if self.epochs != total:
+                object.__setattr__(self, "epochs", total)
+        return self
 
 
 class InferConfig(Section):
@@ -164,6 +202,8 @@ class InferConfig(Section):
                                        "of the image area")
     largest_component: bool = Field(False, description="keep only the largest connected object")
     fill_holes: bool = Field(False, description="fill background enclosed by foreground")
+    crf: bool = Field(False, description="refine probabilities with a dense CRF before thresholding (needs "
+                      "pip install 'medseg[crf]')")
 
     @field_validator("tta_scales")
     @classmethod

@@ -115,6 +115,28 @@ def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, 2 * tp / den.clamp_min(1), torch.ones_like(den))
 
 
+def batch_dice_multiclass(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per-image mean Dice over the foreground classes 1..K-1 of label tensors (N, H, W) or (N, 1, H, W).
+
+    A class absent from both prediction and truth in an image is left out of that image's mean; an
+    image where every foreground class is absent from both scores 1.
+    """
+    import torch
+
+    p = pred.reshape(pred.shape[0], -1)
+    t = target.reshape(target.shape[0], -1)
+    total = torch.zeros(p.shape[0])
+    count = torch.zeros(p.shape[0])
+    for c in range(1, classes):
+        pc, tc = p == c, t == c
+        den = (pc.sum(dim=1) + tc.sum(dim=1)).float()
+        present = den > 0
+        dice = 2 * (pc & tc).sum(dim=1).float() / den.clamp_min(1)
+        total += torch.where(present, dice, torch.zeros_like(dice)).cpu()
+        count += present.float().cpu()
+    return torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+
+
 class MetricAccumulator:
     """Collects per-image metrics (scalars only) and aggregates them over a dataset.
 

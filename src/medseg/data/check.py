@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from medseg.data.layouts import DataIndex, Pair, Problem
-from medseg.data.readers import load_pair_mask, pair_image_size
+from medseg.data.readers import TargetSpec, load_pair_mask, pair_image_size, read_pair_target
 from medseg.errors import DataError
 from medseg.io.images import MASK_KINDS
 
@@ -78,7 +78,26 @@ def _show(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | None]:
+def _check_labels(pair: Pair, target: TargetSpec, subject: str, size, root) -> tuple[list[Problem], str | None]:
+    """Multi-class masks: label maps 0..K-1, or colours of ``target.palette``."""
+    try:
+        labels = read_pair_target(pair, target)
+    except DataError as err:
+        return [Problem(pair.case_id, pair.mask, "bad-mask", f"{subject}: {err}")], None
+    problems = []
+    if size is not None and labels.shape != (size[1], size[0]):
+        h, w = labels.shape
+        problems.append(Problem(pair.case_id, pair.mask, "size-mismatch",
+                                f"{subject} is {w}x{h} but its image ({_show(pair.image, root)}) is "
+                                f"{size[0]}x{size[1]}; image and mask must have the same size"))
+    if not labels.any():
+        problems.append(Problem(pair.case_id, pair.mask, "empty-mask",
+                                f"{subject} is empty (background only); it is used as a negative example",
+                                fatal=False))
+    return problems, "palette" if target.palette else "label-map"
+
+
+def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None) -> tuple[list[Problem], str | None]:
     """Problems of one pair and its mask kind (None when the mask could not be read)."""
     problems: list[Problem] = []
     size = None
@@ -93,6 +112,9 @@ def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | Non
         return problems, None
     shown = _show(pair.mask, root)
     subject = f"mask for {pair.case_id} ({shown})"
+    if target is not None and target.classes > 1:
+        label_problems, kind = _check_labels(pair, target, subject, size, root)
+        return problems + label_problems, kind
     try:
         binary, info = load_pair_mask(pair, subject)
     except DataError as err:
@@ -119,14 +141,16 @@ def _check_pair(pair: Pair, root: Path | None) -> tuple[list[Problem], str | Non
     return problems, info.kind
 
 
-def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None = None) -> CheckReport:
+def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None = None,
+                target: TargetSpec | None = None) -> CheckReport:
     """Decode every image and mask of ``index`` and collect problems (see the module docstring).
 
-    ``good`` keeps the index's order and holds the pairs without a fatal problem.
+    ``good`` keeps the index's order and holds the pairs without a fatal problem. ``target`` with more
+    than one class checks masks as label maps (or palette colours) instead of binary masks.
     """
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: _check_pair(p, index.root), index.pairs)
+        results = pool.map(lambda p: _check_pair(p, index.root, target), index.pairs)
         results = list(tqdm(results, total=len(index.pairs), desc="checking", unit="pair",
                             disable=not progress, leave=False))
     problems = list(index.problems)

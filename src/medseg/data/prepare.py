@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medseg.data.check import CheckReport, check_pairs
 from medseg.data.layouts import Pair, find_pairs
+from medseg.data.readers import TargetSpec
 from medseg.data.splits import SPLITS, apply_splits, assign_splits, load_splits, save_splits
 from medseg.errors import DataError
 
@@ -24,11 +25,11 @@ class PreparedData:
 
 
 def discover_and_check(data: str | Path | None, *, images=None, masks=None, manifest=None,
-                       progress: bool = False) -> CheckReport:
+                       progress: bool = False, target: TargetSpec | None = None) -> CheckReport:
     """Find pairs in ``data`` (or two folders / a manifest), open every file, report problems."""
     index = find_pairs(Path(data) if data else None, images=images and Path(images),
                        masks=masks and Path(masks), manifest=manifest and Path(manifest))
-    report = check_pairs(index, progress=progress)
+    report = check_pairs(index, progress=progress, target=target)
     for problem in report.problems:
         (log.warning if problem.fatal else log.info)("%s", problem.message)
     if not report.good:

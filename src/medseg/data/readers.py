@@ -6,6 +6,7 @@ Masks: mask images (PNG ...), LabelMe JSON, or a DICOM SEG / label volume that c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,57 @@ def read_pair_mask(pair: Pair) -> np.ndarray:
     if binary is None:
         raise DataError(info.message)
     return binary
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How masks become training targets: binary {0, 1} (``classes`` 1) or labels 0..K-1."""
+
+    classes: int = 1
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    invert: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> TargetSpec:
+        palette = tuple(tuple(c) for c in cfg.data.palette) if cfg.data.palette else None
+        if palette is not None and len(palette) != cfg.model.classes:
+            raise DataError(f"data.palette has {len(palette)} colours but model.classes is {cfg.model.classes}")
+        return cls(cfg.model.classes, palette, cfg.data.invert_masks)
+
+
+def _raw_mask_values(pair: Pair) -> np.ndarray:
+    if Path(pair.mask).suffix.lower() in IMAGE_SUFFIXES:
+        return np.asarray(open_image(pair.mask))  # palette PNGs give their indices
+    return _raw_labels(pair)
+
+
+def _labels_from_palette(raw: np.ndarray, palette, mask: Path) -> np.ndarray:
+    rgb = raw[..., :3] if raw.ndim == 3 else np.repeat(raw[..., None], 3, axis=2)
+    labels = np.full(rgb.shape[:2], 255, np.uint8)
+    for index, colour in enumerate(palette):
+        labels[np.all(rgb == np.array(colour, dtype=rgb.dtype), axis=2)] = index
+    unknown = labels == 255
+    if unknown.any():
+        colours = np.unique(rgb[unknown].reshape(-1, 3), axis=0)[:5].tolist()
+        raise DataError(f"mask {mask} has {int(unknown.sum())} pixels in colours outside data.palette "
+                        f"(e.g. {colours})")
+    return labels
+
+
+def read_pair_target(pair: Pair, spec: TargetSpec) -> np.ndarray:
+    """The pair's training target: HxW uint8, {0, 1} for binary, class indices 0..K-1 otherwise."""
+    if spec.classes == 1:
+        binary = read_pair_mask(pair)
+        return 1 - binary if spec.invert else binary
+    raw = _raw_mask_values(pair)
+    if spec.palette is not None:
+        return _labels_from_palette(raw, spec.palette, pair.mask)
+    if raw.ndim == 3:
+        raise DataError(f"mask {pair.mask} is colour-coded; give data.palette (one RGB colour per class)")
+    values = np.unique(raw)
+    if spec.classes == 2 and set(values.tolist()) <= {0, 255}:
+        return (raw > 0).astype(np.uint8)
+    if values.max() >= spec.classes or values.min() < 0:
+        raise DataError(f"mask {pair.mask} holds labels {values[:8].tolist()}; expected 0..{spec.classes - 1} "
+                        f"for model.classes={spec.classes}")
+    return raw.astype(np.uint8)

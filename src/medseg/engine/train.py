@@ -8,6 +8,7 @@ validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -15,22 +16,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, save_config
-from medseg.data.dataset import SegmentationDataset
+from medseg.data.dataset import SegmentationDataset, class_balanced_weights, class_pixel_counts
 from medseg.data.prepare import discover_and_check, split_for_training
+from medseg.data.readers import TargetSpec
 from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
 from medseg.engine.schedule import LrSchedule
+from medseg.engine.stages import EpochPlan, apply_freezing, plan_epoch
 from medseg.errors import CheckpointError
 from medseg.io.files import write_text_atomic
 from medseg.losses import build_loss
-from medseg.metrics import batch_dice
-from medseg.models import create_model, model_summary
+from medseg.metrics import batch_dice, batch_dice_multiclass
+from medseg.models import create_model, main_logits, model_summary
 from medseg.models.weights import load_encoder_weights
 
 log = logging.getLogger(__name__)
@@ -42,9 +45,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_train_loader(dataset, plan: EpochPlan, bs: int, cfg: Config, generator: torch.Generator,
+                      sample_weights: list[float] | None) -> DataLoader:
+    """This epoch's loader: the plan's images (stages), shuffled or class-balanced, augmented per plan."""
+    if dataset.augment_strength != plan.augment:
+        dataset.set_augment(plan.augment)
+    indices = plan.indices if plan.indices is not None else list(range(len(dataset)))
+    subset = Subset(dataset, indices)
+    if sample_weights is not None:
+        weights = [sample_weights[i] for i in indices]
+        sampler = WeightedRandomSampler(weights, num_samples=len(indices), replacement=True, generator=generator)
+        kwargs = {"sampler": sampler}
+    else:
+        kwargs = {"shuffle": True, "generator": generator}
+    return DataLoader(subset, batch_size=bs, drop_last=len(indices) > bs, num_workers=cfg.train.num_workers,
+                      **kwargs)
+
+
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Over every parameter: frozen ones get no gradient (and no update) until they are unfrozen."""
     o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = list(model.parameters())
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
@@ -53,16 +74,19 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
 
 @torch.inference_mode()
 def validate_epoch(model, loader, criterion, rt: Runtime, mean_std, threshold: float) -> tuple[float, float]:
-    """Mean validation loss and mean per-image Dice at the model resolution."""
+    """Mean validation loss and mean per-image Dice at the model resolution (foreground classes)."""
     model.eval()
     losses, dices = [], []
     for images, masks in loader:
         x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
         y = masks.to(rt.device).float()
         with rt.autocast():
-            logits = model(x)
+            logits = main_logits(model(x)).float()
         losses.append(criterion(logits, y).item() * len(x))
-        dices.append(batch_dice(torch.sigmoid(logits.float()) > threshold, y > 0.5))
+        if logits.shape[1] == 1:
+            dices.append(batch_dice(torch.sigmoid(logits) > threshold, y > 0.5))
+        else:
+            dices.append(batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]))
     n = len(loader.dataset)
     return sum(losses) / n, torch.cat(dices).float().mean().item()
 
@@ -107,7 +131,8 @@ def train(
     seed_everything(cfg.train.seed)
 
     # ---- data: find, check, split, cache
-    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress)
+    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress,
+                                target=TargetSpec.from_config(cfg))
     write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
     if report.n_fatal:
         log.warning("training on %d pairs, skipping %d with errors (listed above and in %s)", len(report.good),
@@ -121,17 +146,16 @@ def train(
         from medseg.inference.sliding import typical_long_side
 
         cfg.infer.train_side = typical_long_side(prepared.splits["train"])
-    size = cfg.data.image_size
+    size, target = cfg.data.image_size, TargetSpec.from_config(cfg)
     train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,
                                    cache=cfg.data.cache, progress=progress, desc="loading train",
-                                   window=cfg.data.window)
+                                   window=cfg.data.window, target=target)
     val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
-                                 desc="loading val", window=cfg.data.window)
+                                 desc="loading val", window=cfg.data.window, target=target)
     bs = min(cfg.train.batch_size, n_train)
     loader_gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=n_train > bs,
-                              num_workers=cfg.train.num_workers, generator=loader_gen,
-                              persistent_workers=cfg.train.num_workers > 0)
+    sample_weights = (class_balanced_weights(train_ds, cfg.model.classes)
+                      if cfg.train.sampler == "class_balanced" else None)
     val_loader = DataLoader(val_ds, batch_size=max(bs, cfg.infer.batch_size), num_workers=0)
 
     # ---- model, loss, optimiser, runtime
@@ -140,7 +164,8 @@ def train(
     if resume_state is None:  # record what was really loaded ('auto' may fall back to none)
         cfg.model.encoder_weights = load_encoder_weights(model, cfg.model)
     model.to(rt.device, memory_format=rt.memory_format())
-    criterion = build_loss(cfg.loss)
+    counts = class_pixel_counts(train_ds, cfg.model.classes) if cfg.loss.class_weights == "auto" else None
+    criterion = build_loss(cfg.loss, class_counts=counts)
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
     config_dict = cfg.model_dump(mode="json")
@@ -149,8 +174,8 @@ def train(
              model_summary(model)["parameters_m"], rt.describe())
 
     # ---- state (fresh or resumed)
-    steps_per_epoch = len(train_loader)
-    total_steps = cfg.train.epochs * steps_per_epoch
+    total_steps = sum(math.ceil(len(plan_epoch(cfg, e, n_train).indices or train_ds) / bs)
+                      for e in range(1, cfg.train.epochs + 1))
     budget = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
     st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0}
     history: list[dict[str, Any]] = []
@@ -169,6 +194,9 @@ def train(
     last_saved = session_start
 
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
+        plan = plan_epoch(cfg, epoch, n_train)
+        apply_freezing(cfg, model, epoch)
+        train_loader = make_train_loader(train_ds, plan, bs, cfg, loader_gen, sample_weights)
         loader_gen.manual_seed(cfg.train.seed * 1000 + epoch)
         if train_ds.augment is not None:
             train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch)
@@ -183,7 +211,7 @@ def train(
                 break
             time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
             st["progress"] = max(st["step"] / total_steps, time_progress)
-            lr = schedule.lr(st["progress"], epoch)
+            lr = plan.lr if plan.lr is not None else schedule.lr(st["progress"], epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())

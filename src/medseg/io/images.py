@@ -40,7 +40,8 @@ from medseg.io.files import atomic_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif"})
 
-MASK_KINDS = ("binary-0-255", "binary-0-1", "label-map", "jpeg-noisy", "rgb-grey", "rgb-colour", "continuous")
+MASK_KINDS = ("binary-0-255", "binary-0-1", "label-map", "jpeg-noisy", "rgb-grey", "rgb-colour", "continuous",
+              "palette")
 
 _MAX_LABELS = 32  # more distinct integer values than this is not a label map
 _NEAR = 0.1  # within 10 % of the range from 0 or the top counts as "near an extreme"
@@ -264,7 +265,8 @@ def _analyse(arr: np.ndarray, subject: str) -> tuple[MaskInfo, np.ndarray | None
     n = len(np.unique(codes))
     return replace(_info("rgb-colour", np.array([]), None)[0], n_values=n,
                    message=f"{subject} is RGB with {n} distinct colours; expected a binary or label mask "
-                   "(one channel, 0/255 or 0/1; convert colour-coded masks first)"), None
+                   "(one channel, 0/255 or 0/1); for colour-coded class masks give their colours with --palette "
+                   "(data.palette)"), None
 
 
 def analyse_mask(arr: np.ndarray, subject: str) -> tuple[np.ndarray | None, MaskInfo]:
