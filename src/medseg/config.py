@@ -141,13 +141,17 @@ class OptimConfig(Section):
         return self
 
 
+Augment = Literal["none", "low", "mid", "high", "deeplab-isic", "keras-vgg", "unet-isic", "pspnet-low", "pspnet-mid",
+                  "pspnet-high"]
+
+
 class StageConfig(Section):
     """One stage of progressive training (the PSPNet tutorial: 3 stages, more data and augmentation each)."""
 
     epochs: int = Field(ge=1)
     lr: float = Field(gt=0)
     data_fraction: float = Field(1.0, gt=0, le=1, description="share of the training images used")
-    augment: Literal["none", "low", "mid", "high"] = "mid"
+    augment: Augment = "mid"
 
 
 class TrainConfig(Section):
@@ -155,7 +159,7 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1)
     time_budget_min: float | None = Field(None, gt=0, description="stop cleanly after this many minutes")
     patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice")
-    augment: Literal["none", "low", "mid", "high"] = "mid"
+    augment: Augment = "mid"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     seed: int = 42

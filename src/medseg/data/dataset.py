@@ -48,7 +48,7 @@ class SegmentationDataset(Dataset):
     def set_augment(self, strength: str) -> None:
         """Switch the augmentation strength (none / low / mid / high), e.g. between training stages."""
         self.augment_strength = strength
-        self.augment = build_augmentation(strength)
+        self.augment = build_augmentation(strength, self.size)
 
     def __len__(self) -> int:
         return len(self.pairs)
