@@ -36,7 +36,8 @@ class DataConfig(Section):
     class_names: list[str] | None = Field(None, description="names of classes 0..K-1 (reports, DICOM SEG)")
     palette: list[list[int]] | None = Field(None, description="colour-coded masks: the RGB colour of each class "
                                             "0..K-1, e.g. [[0,0,0],[255,0,0],[0,255,0]]")
-    invert_masks: bool = Field(False, description="binary: swap foreground and background (ISBI membranes are 0)")
+    invert_masks: bool = Field(False, description="binary (or 2-class) 0/255 masks: swap foreground and background "
+                                 "(ISBI membranes are 0)")
 
     @field_validator("palette")
     @classmethod

@@ -119,7 +119,8 @@ def read_pair_target(pair: Pair, spec: TargetSpec) -> np.ndarray:
         raise DataError(f"mask {pair.mask} is colour-coded; give data.palette (one RGB colour per class)")
     values = np.unique(raw)
     if spec.classes == 2 and set(values.tolist()) <= {0, 255}:
-        return (raw > 0).astype(np.uint8)
+        binary = (raw > 0).astype(np.uint8)
+        return 1 - binary if spec.invert else binary
     if values.max() >= spec.classes or values.min() < 0:
         raise DataError(f"mask {pair.mask} holds labels {values[:8].tolist()}; expected 0..{spec.classes - 1} "
                         f"for model.classes={spec.classes}")
