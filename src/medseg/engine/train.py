@@ -226,7 +226,8 @@ def train(
             st["step"] += 1
             seen += len(x)
             loss_sum += loss.item() * len(x)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{max(st['best_dice'], 0):.4f}", lr=f"{lr:.1e}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", best_val_dice=f"{max(st['best_dice'], 0):.4f}",
+                            lr=f"{lr:.1e}")
         train_seconds = time.monotonic() - t0
         v0 = time.monotonic()
         val_loss, val_dice = validate_epoch(model, val_loader, criterion, rt, mean_std, cfg.infer.threshold)
