@@ -3,7 +3,8 @@
     .venv/bin/python bench/inference_speed.py [--run bench/results/isic_medseg] [--data ../shared/data/isic2018_256]
 
 Paths: PyTorch eager fp32; PyTorch eager bf16 + channels_last; ONNX Runtime fp32; ONNX Runtime int8
-(both ONNX files made by `medseg export`, with its parity check and int8 Dice guard). For each path:
+(both ONNX files made by `medseg export`, with its parity check and int8 Dice guard). Each path is
+measured in a fresh process (as it would be deployed), one after the other:
 
 - latency per image (batch 1) and throughput (batch 8) at 256 and 512 px: the backend call on a
   letterboxed uint8 batch (normalisation, network and sigmoid included), median of repeated runs
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -42,7 +45,7 @@ OUT = ROOT / "bench" / "results" / "inference_speed.json"
 
 
 def timed(fn, batch: np.ndarray, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn(batch)`` over ``repeats`` calls after ``warmup`` calls."""
+    """Median seconds of ``fn(batch)`` over ``repeats`` calls after ``warmup`` calls (0 when no repeats)."""
     for _ in range(warmup):
         fn(batch)
     times = []
@@ -50,7 +53,7 @@ def timed(fn, batch: np.ndarray, repeats: int, warmup: int = 2) -> float:
         t0 = time.perf_counter()
         fn(batch)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times) if times else 0.0
 
 
 def speed(backend, sizes: list[int], repeats: int) -> dict[str, float]:
@@ -60,9 +63,25 @@ def speed(backend, sizes: list[int], repeats: int) -> dict[str, float]:
         reps = max(3, repeats * 256 * 256 // (size * size))
         one = rng.integers(0, 255, (1, size, size, 3), dtype=np.uint8)
         eight = rng.integers(0, 255, (8, size, size, 3), dtype=np.uint8)
-        out[f"latency_ms_{size}"] = 1000 * timed(backend, one, reps)
+        timed(backend, eight, 0, warmup=2)  # steady state: allocator and kernel caches warm for both sizes
+        out[f"latency_ms_{size}"] = 1000 * timed(backend, one, reps, warmup=5)
         out[f"throughput_{size}"] = 8 / timed(backend, eight, max(3, reps // 4))
     return out
+
+
+def measure(source: str, kwargs: dict, run: str, data: str, sizes: list[int], repeats: int, skip_dice: bool,
+            eval_dir: str) -> dict:
+    """Speed (and validation Dice) of one path; runs in its own process."""
+    set_threads(None)
+    pred = Predictor.load(source, **kwargs)
+    r = {"backend": pred.backend.describe()}
+    r.update(speed(pred.backend, sizes, repeats))
+    if not skip_dice:
+        t0 = time.monotonic()
+        summary = evaluate(run, data, split="val", out=eval_dir, progress=False, predictor=pred)
+        r.update(dice=summary["dice"], iou=summary["iou"], n_val=summary["n_images"],
+                 eval_img_per_s=summary["n_images"] / (time.monotonic() - t0))
+    return r
 
 
 def main() -> None:
@@ -70,7 +89,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=RUN)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--repeats", type=int, default=20, help="batch-1 repeats at 256 px (fewer at larger sizes)")
+    ap.add_argument("--repeats", type=int, default=30, help="batch-1 repeats at 256 px (fewer at larger sizes)")
     ap.add_argument("--skip-dice", action="store_true", help="timings only")
     args = ap.parse_args()
     set_threads(None)
@@ -84,24 +103,18 @@ def main() -> None:
             exports[name] = report.to_dict() | {"export_seconds": time.monotonic() - t0}
             print(f"exported {name} in {time.monotonic() - t0:.0f} s: parity {report.parity}", flush=True)
         paths = {
-            "torch_fp32": lambda: Predictor.load(args.run, precision="fp32", channels_last="off"),
-            "torch_bf16_cl": lambda: Predictor.load(args.run, precision="bf16", channels_last="on"),
-            "onnx_fp32": lambda: Predictor.load(tmp / "onnx_fp32.onnx"),
-            "onnx_int8": lambda: Predictor.load(tmp / "onnx_int8.onnx"),
+            "torch_fp32": (str(args.run), {"precision": "fp32", "channels_last": "off"}),
+            "torch_bf16_cl": (str(args.run), {"precision": "bf16", "channels_last": "on"}),
+            "onnx_fp32": (str(tmp / "onnx_fp32.onnx"), {}),
+            "onnx_int8": (str(tmp / "onnx_int8.onnx"), {}),
         }
-        for name, make in paths.items():
-            pred = make()
-            r = {"backend": pred.backend.describe()}
-            r.update(speed(pred.backend, args.sizes, args.repeats))
-            if not args.skip_dice:
-                t0 = time.monotonic()
-                summary = evaluate(args.run, args.data, split="val", out=tmp / f"eval_{name}", progress=False,
-                                   predictor=pred)
-                r.update(dice=summary["dice"], iou=summary["iou"], n_val=summary["n_images"],
-                         eval_img_per_s=summary["n_images"] / (time.monotonic() - t0))
+        spawn = multiprocessing.get_context("spawn")  # each path in a fresh process, as it would be deployed
+        for name, (source, kwargs) in paths.items():
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                r = pool.submit(measure, source, kwargs, str(args.run), str(args.data), args.sizes, args.repeats,
+                                args.skip_dice, str(tmp / f"eval_{name}")).result()
             results[name] = r
             print(json.dumps({name: r}), flush=True)
-            del pred
     base = results["torch_fp32"]
     for r in results.values():
         for size in args.sizes:

@@ -57,6 +57,9 @@ def test_tune_postprocess_stores_the_choice_in_the_run(tiny_run, tiny_dataset, t
     assert "threshold" in out and "stored in" in out
     report = json.loads((run / "postprocess.json").read_text())
     assert report["dice_after"] >= report["dice_before"] and report["n_images"] == 4
+    from medseg.inference.crf import crf_available
+
+    assert report["crf_tried"] == crf_available() and "crf" in report["infer"]
     stored = yaml.safe_load((run / "config.yaml").read_text())["infer"]
     assert stored["threshold"] == report["infer"]["threshold"]
     assert medseg.load(run / "best.pt").config.infer.threshold == report["infer"]["threshold"]

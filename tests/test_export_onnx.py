@@ -57,6 +57,7 @@ def test_run_checkpoint_and_onnx_give_the_same_masks(tiny_onnx, tiny_run):
     by_ckpt = medseg.load(tiny_run / "best.pt", precision="fp32")
     by_onnx = medseg.load(tiny_onnx[0])
     assert by_onnx.config.model_dump() == by_run.config.model_dump()
+    assert by_run.config.infer.train_side == 96  # recorded at training: the tiny images are 96 px
     for image in odd_images():
         p_run, p_ckpt, p_onnx = (p.predict_proba(image) for p in (by_run, by_ckpt, by_onnx))
         np.testing.assert_array_equal(p_run, p_ckpt)

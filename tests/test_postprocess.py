@@ -88,14 +88,15 @@ def test_search_keeps_only_steps_that_improve_dice():
     rng = np.random.default_rng(0)
     cases = [_case(rng, spurious=i % 2 == 0, hole=i % 3 == 0, level=0.42) for i in range(6)]
     probas, truths = [c[0] for c in cases], [c[1] for c in cases]
-    choice, trials = search(probas, truths, Postprocess(threshold=0.5))
+    choice, crf, trials = search(probas, truths, Postprocess(threshold=0.5))
+    assert not crf and trials[1]["step"] == "threshold"  # no CRF candidate given
     assert choice.threshold < 0.42  # the object's probability is 0.42..0.44
     assert choice.largest_component and choice.fill_holes
     assert [t["step"] for t in trials][:4] == ["baseline", "threshold", "largest component", "fill holes"]
     assert all(t["kept"] for t in trials[1:4])
     # clean predictions: nothing but the threshold can help, so nothing else is kept
     clean = [_case(rng, spurious=False, hole=False, level=0.8) for _ in range(3)]
-    choice, trials = search([c[0] for c in clean], [c[1] for c in clean], Postprocess(threshold=0.5))
+    choice, _, trials = search([c[0] for c in clean], [c[1] for c in clean], Postprocess(threshold=0.5))
     assert not (choice.largest_component or choice.fill_holes or choice.min_object_fraction)
     assert dice(choice(clean[0][0]), clean[0][1]) == pytest.approx(1.0)
 
@@ -104,3 +105,29 @@ def test_dice_empty_convention():
     empty = np.zeros((3, 3), bool)
     assert dice(empty, empty) == 1.0
     assert dice(~empty, empty) == 0.0
+
+
+def _edge_case():
+    """A two-colour image with a sharp edge and probabilities blurred across it."""
+    import cv2
+
+    image = np.full((96, 96, 3), (200, 170, 150), np.uint8)
+    truth = np.zeros((96, 96), bool)
+    truth[20:76, 20:76] = True
+    image[truth] = (90, 50, 40)
+    proba = cv2.GaussianBlur(truth.astype(np.float32), (0, 0), 9) * 0.8 + 0.1
+    return image, proba.astype(np.float32), truth
+
+
+def test_crf_sharpens_probabilities_along_image_edges():
+    pytest.importorskip("pydensecrf.densecrf")
+    from medseg.inference.crf import crf_refine
+
+    image, proba, truth = _edge_case()
+    refined = crf_refine(image, proba)
+    assert refined.shape == proba.shape and refined.dtype == np.float32
+    assert dice(refined > 0.5, truth) > dice(proba > 0.5, truth) + 0.02
+    big = crf_refine(np.repeat(np.repeat(image, 8, 0), 8, 1), np.repeat(np.repeat(proba, 8, 0), 8, 1))
+    assert big.shape == (768, 768)  # refined at <= 512 px, resized back
+    choice, use_crf, trials = search([proba], [truth], Postprocess(), crf_probas=[refined])
+    assert use_crf and trials[1]["step"] == "dense CRF" and trials[1]["kept"]

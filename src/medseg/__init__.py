@@ -5,7 +5,7 @@ Public API::
     import medseg
     run = medseg.train("data/isic", out="runs/isic")        # trains, returns the run folder
     summary = medseg.evaluate("runs/isic", "data/isic")      # metrics on the validation split
-    predictor = medseg.load("runs/isic")                     # run folder or checkpoint file
+    predictor = medseg.load("runs/isic")                     # run folder, checkpoint or exported .onnx
     mask = predictor.predict("ISIC_0000001.jpg")             # HxW uint8 {0, 255}, the input's size
 """
 
@@ -17,7 +17,11 @@ __all__ = ["__version__", "load", "train", "evaluate"]
 
 
 def load(path, **kwargs):
-    """Load a trained model (run folder or checkpoint) as a :class:`~medseg.inference.Predictor`."""
+    """Load a trained model (run folder, checkpoint or exported .onnx) as a :class:`~medseg.inference.Predictor`.
+
+    Keyword arguments go to :meth:`~medseg.inference.Predictor.load` (``precision``, ``device``,
+    ``overrides=["infer.tta=true"]``, ...).
+    """
     from medseg.inference.predictor import Predictor
 
     return Predictor.load(path, **kwargs)

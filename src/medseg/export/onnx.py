@@ -112,6 +112,36 @@ def export_graph(module: torch.nn.Module, path: Path, size: int, opset: int = OP
     return "TorchScript (legacy)"
 
 
+def untie_shape_reads(path: Path) -> int:
+    """Let ONNX Runtime fold BatchNorm into Conv where a Shape node also reads the Conv output.
+
+    With dynamic height and width the exported graph measures some feature maps (for the decoder's
+    upsampling) right after a Conv that feeds a BatchNormalization; that second reader blocks the
+    Conv+BN fusion (and then int8 keeps those BNs in float). The BN output has the same shape, so
+    the Shape nodes read it instead. Returns the number of rewired Shape nodes.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for bn in model.graph.node:
+        src = producers.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
+        if src is None or src.op_type != "Conv":
+            continue
+        for node in readers.get(bn.input[0], []):
+            if node.op_type == "Shape":
+                node.input[0] = bn.output[0]
+                rewired += 1
+    if rewired:
+        onnx.save(model, str(path))
+    return rewired
+
+
 def write_metadata(path: Path, meta: dict[str, str]) -> None:
     import onnx
 
@@ -166,6 +196,7 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
     with tempfile.TemporaryDirectory(prefix="medseg-export-") as tmp:
         float_path = Path(tmp) / "float.onnx"
         exporter = export_graph(module, float_path, export_cfg.data.image_size)
+        untie_shape_reads(float_path)
         write_metadata(float_path, metadata_for(export_cfg, flips=flips, precision="fp32"))
         float_pred = Predictor(OnnxBackend(float_path), export_cfg, source=str(out))
         parity = compare(reference, float_pred, check)

@@ -40,17 +40,28 @@ def split_pairs(run: str | Path, data: str | Path | None, *, images=None, masks=
 
 
 class _Batches:
-    """ONNX Runtime CalibrationDataReader over uint8 (N, S, S, 3) batches."""
+    """ONNX Runtime CalibrationDataReader over uint8 (N, S, S, 3) batches, read one range at a time.
+
+    ``set_range`` lets ONNX Runtime collect ranges batch by batch (``CalibStridedMinMax``), so memory
+    holds the activations of one batch, not of every calibration image.
+    """
 
     def __init__(self, batches: list[np.ndarray]) -> None:
-        self._it = iter(batches)
+        self.batches = batches
+        self.set_range(0, len(batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.batches[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._it, None)
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def calibration_batches(images: list[np.ndarray], size: int, batch_size: int = 8) -> list[np.ndarray]:
+def calibration_batches(images: list[np.ndarray], size: int, batch_size: int = 4) -> list[np.ndarray]:
     boxed = [letterbox(img, size)[0] for img in images]
     return [np.stack(boxed[i : i + batch_size]) for i in range(0, len(boxed), batch_size)]
 
@@ -73,7 +84,7 @@ def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], si
             str(prepared), str(out_path), Reader(calibration_batches(images, size)),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             per_channel=True, calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=QUANTIZED_OPS,
-            extra_options={"CalibMaxIntermediateOutputs": 4},
+            extra_options={"CalibStridedMinMax": 1},
         )
 
 

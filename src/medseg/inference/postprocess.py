@@ -11,11 +11,9 @@ improve validation Dice):
 
 All steps use OpenCV's connected components, which stay fast on 4000x3000 masks.
 
-CRF refinement is not offered: the dense-CRF bindings (pydensecrf and its forks) do not build here
-(pydensecrf fails with current Cython; forks are source-only C++ builds with no wheels), and a
-fully connected CRF over a multi-megapixel image costs seconds to minutes on a CPU. The tuned
-threshold + connected-component steps above are what nnU-Net uses instead, and they are checked
-on validation data before being kept.
+Dense CRF refinement (``infer.crf``, :mod:`medseg.inference.crf`) acts on the probabilities before
+step 1, because it needs the image; it is an optional extra (pydensecrf2 builds from source) and,
+like every step here, ``tune-postprocess`` keeps it only when it raises validation Dice.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 image -> letterbox (or sliding windows for much larger images) -> backend (PyTorch or ONNX Runtime:
 normalise, network, sigmoid) -> [TTA: flips and scales averaged] -> back to the original size ->
-threshold -> post-processing. ``medseg predict``, ``medseg.load``, evaluation, export checks and the
+[dense CRF] -> threshold -> post-processing. ``medseg predict``, ``medseg.load``, evaluation, export checks and the
 server all go through it, so a mask is computed one way everywhere, whichever backend runs the network.
 """
 
@@ -152,6 +152,10 @@ class Predictor:
             if out[i] is None:
                 out[i] = sliding_predict(img, self.backend, self.config, self.plan, want_std=uncertainty,
                                          baked_flips=self.backend.flips)
+        if self.config.infer.crf:
+            from medseg.inference.crf import crf_refine
+
+            out = [(crf_refine(img, p) if p.ndim == 2 else p, u) for img, (p, u) in zip(images, out, strict=True)]
         return out
 
     def predict_proba_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -3,9 +3,11 @@
 The validation probabilities are computed once (with the run's inference settings, TTA included),
 then each candidate is scored by mean per-image Dice at the original resolution:
 
-1. threshold: the best of 0.20, 0.25, ..., 0.80, kept if it beats the current threshold
-2. largest component, then fill holes, then removal of small objects (best of a few sizes): each kept
-   only if it raises mean Dice over everything kept so far
+1. dense CRF refinement of the probabilities (when pydensecrf2 is installed)
+2. threshold: the best of 0.20, 0.25, ..., 0.80, kept if it beats the current threshold
+3. largest component, then fill holes, then removal of small objects (best of a few sizes)
+
+Each is kept only if it raises mean Dice over everything kept so far.
 
 The choice is written into the run's checkpoint config (``infer`` section) and ``config.yaml``, so
 ``medseg predict``, ``medseg.load``, evaluation and export all use it, and the trials go to
@@ -47,12 +49,23 @@ def mean_dice(pp: Postprocess, probas: list[np.ndarray], truths: list[np.ndarray
     return float(np.mean([dice(pp(p), t) for p, t in zip(probas, truths, strict=True)]))
 
 
-def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postprocess
-           ) -> tuple[Postprocess, list[dict[str, Any]]]:
-    """Greedy search from ``start``'s threshold with every clean-up step off; returns (choice, trials)."""
+def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postprocess,
+           crf_probas: list[np.ndarray] | None = None) -> tuple[Postprocess, bool, list[dict[str, Any]]]:
+    """Greedy search from ``start``'s threshold with every step off; returns (choice, use CRF, trials).
+
+    ``crf_probas``: the same probabilities refined by the dense CRF, to try that step first.
+    """
     best = Postprocess(threshold=start.threshold)
     score = mean_dice(best, probas, truths)
     trials: list[dict[str, Any]] = [{"step": "baseline", "setting": best.describe(), "dice": score, "kept": True}]
+    use_crf = False
+    if crf_probas is not None:
+        crf_score = mean_dice(best, crf_probas, truths)
+        use_crf = crf_score > score
+        trials.append({"step": "dense CRF", "setting": "CRF, " + best.describe(), "dice": crf_score,
+                       "kept": use_crf})
+        if use_crf:
+            probas, score = crf_probas, crf_score
 
     def consider(step: str, candidate: Postprocess, cand_score: float, **extra: Any) -> None:
         nonlocal best, score
@@ -72,26 +85,29 @@ def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postproces
         f_best = max(sizes, key=sizes.get)
         consider("remove small objects", best.with_(min_object_fraction=f_best), sizes[f_best],
                  grid={str(f): d for f, d in sizes.items()})
-    return best, trials
+    return best, use_crf, trials
 
 
-def collect(predictor: Predictor, pairs, *, progress: bool = True) -> tuple[list[str], list[np.ndarray],
-                                                                             list[np.ndarray]]:
-    """Foreground probabilities and true masks (bool) of ``pairs``, at the original size."""
+def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = False
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    """Foreground probabilities, true masks (bool) and, with ``crf``, CRF-refined probabilities of ``pairs``."""
     from medseg.data.readers import read_pair_mask
     from medseg.evaluation import iter_pair_predictions
 
-    ids, probas, truths = [], [], []
+    probas, truths, refined = [], [], []
     bar = tqdm(total=len(pairs), desc="predicting validation", unit="img", disable=not progress)
-    for pair, _, proba in iter_pair_predictions(predictor, pairs):
+    for pair, image, proba in iter_pair_predictions(predictor, pairs):
         if proba.ndim != 2:
             raise MedsegError("post-processing tuning handles one foreground class; this model has several")
-        ids.append(pair.case_id)
         probas.append(proba)
         truths.append(read_pair_mask(pair) > 0)
+        if crf:
+            from medseg.inference.crf import crf_refine
+
+            refined.append(crf_refine(image, proba))
         bar.update(1)
     bar.close()
-    return ids, probas, truths
+    return probas, truths, (refined if crf else None)
 
 
 def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
@@ -117,19 +133,25 @@ def tune_postprocess(run: str | Path, data: str | Path | None, *, split: str = "
     run = Path(run)
     if run.suffix.lower() == ".onnx":
         raise MedsegError(f"{run} is an ONNX file; tune the run it was exported from, then export again")
+    from medseg.inference.crf import crf_available
+
     predictor = Predictor.load(run)
+    start, had_crf = predictor.postprocess, predictor.config.infer.crf
+    predictor.config.infer.crf = False  # raw probabilities; the CRF is one of the candidates
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
-    ids, probas, truths = collect(predictor, pairs, progress=progress)
-    start = predictor.postprocess
-    before = mean_dice(start, probas, truths)
-    choice, trials = search(probas, truths, start)
-    result = {"split": split, "n_images": len(ids), "dice_before": before, "setting_before": start.describe(),
-              "dice_after": mean_dice(choice, probas, truths), "setting_after": choice.describe(),
-              "infer": choice.as_infer_settings(), "trials": trials, "predictor": predictor.describe()}
+    probas, truths, refined = collect(predictor, pairs, progress=progress, crf=crf_available())
+    before = mean_dice(start, refined if had_crf and refined else probas, truths)
+    choice, use_crf, trials = search(probas, truths, start, refined)
+    settings = {**choice.as_infer_settings(), "crf": use_crf}
+    after = mean_dice(choice, refined if use_crf else probas, truths)
+    result = {"split": split, "n_images": len(probas), "dice_before": before, "setting_before": start.describe(),
+              "dice_after": after, "setting_after": ("CRF, " if use_crf else "") + choice.describe(),
+              "infer": settings, "trials": trials, "predictor": predictor.describe(),
+              "crf_tried": refined is not None}
     if store:
-        file = store_in_run(run, choice.as_infer_settings())
+        file = store_in_run(run, settings)
         result["stored_in"] = str(file)
         write_text_atomic(file.parent / REPORT_FILE, json.dumps(result, indent=2) + "\n")
-        log.info("post-processing %s stored in %s", choice.describe(), file)
+        log.info("post-processing %s stored in %s", result["setting_after"], file)
     return result
