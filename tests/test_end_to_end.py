@@ -95,11 +95,14 @@ def test_resume_continues_from_last(tiny_dataset, tiny_run, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
-def test_time_budget_stops_and_keeps_best(tiny_dataset, tmp_path):
-    run = medseg.train(tiny_dataset, tmp_path / "budget", preset="default",
-                       overrides=TINY + ["train.epochs=50", "train.time_budget_min=0.05"], progress=False)
+@pytest.mark.parametrize("batch_size", [12, 16])  # 16: the whole training split is one batch per epoch
+def test_time_budget_stops_and_keeps_best(tiny_dataset, tmp_path, batch_size):
+    run = medseg.train(tiny_dataset, tmp_path / "budget", preset="default", progress=False,
+                       overrides=TINY + ["train.epochs=50", "train.time_budget_min=0.05",
+                                         f"train.batch_size={batch_size}"])
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert 1 <= len(rows) < 50
+    assert all(int(r["train_images"]) == 16 for r in rows[:-1])  # no image left out of an epoch (16 % 12 = 4)
     assert load_checkpoint(run)["val_dice"] == pytest.approx(max(float(r["val_dice"]) for r in rows), abs=1e-5)
 
 

@@ -58,8 +58,10 @@ def make_train_loader(dataset, plan: EpochPlan, bs: int, cfg: Config, generator:
         kwargs = {"sampler": sampler}
     else:
         kwargs = {"shuffle": True, "generator": generator}
-    return DataLoader(subset, batch_size=bs, drop_last=len(indices) > bs, num_workers=cfg.train.num_workers,
-                      **kwargs)
+    # every image every epoch; only a last batch of one image is dropped (BatchNorm on 1x1 pooled maps,
+    # as in PSPNet, cannot train on a single sample)
+    lone_last = len(indices) > 1 and len(indices) % bs == 1
+    return DataLoader(subset, batch_size=bs, drop_last=lone_last, num_workers=cfg.train.num_workers, **kwargs)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -246,6 +248,8 @@ def train(
             save_checkpoint(out / BEST, model, config_dict, epoch=epoch, val_dice=val_dice)
         else:
             st["bad_epochs"] += 1
+        # the in-epoch check lets every epoch take one step, so epochs of a single batch stop here
+        out_of_time = out_of_time or bool(budget and time.monotonic() - session_start + 1.0 >= budget)
         finishing = out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
         if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
             save_checkpoint(out / LAST, model, config_dict, epoch=epoch, val_dice=val_dice,
