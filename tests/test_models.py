@@ -157,6 +157,16 @@ def test_vgg16_unet_freezes_ten_layers():
         [False, False, True]
 
 
+def test_freezing_random_layers_is_warned(caplog):
+    with caplog.at_level("WARNING", logger="medseg.models.factory"):
+        create_model(cfg_for("dicom-vgg16-unet"))
+    assert "randomly initialised and will stay so" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medseg.models.factory"):
+        model = create_model(cfg_for("dicom-vgg16-unet", freeze_layers=0))
+    assert caplog.text == "" and all(p.requires_grad for p in model.parameters())
+
+
 def test_freeze_by_stage_and_whole_encoder():
     model = create_model(cfg_for("unet"))
     stages = encoder_stages(model)

@@ -10,6 +10,7 @@ not use is an error naming the architectures that use it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from medseg.errors import ConfigError
 from medseg.models.smp_arch import SKIP_ARCHS, SMP_ARCHS, build_smp
 from medseg.models.summary import model_summary
 from medseg.registry import Registry
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -160,10 +163,15 @@ def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
         from medseg.models.freeze import freeze_encoder
 
         freeze_encoder(model, layers=freeze_layers or None, stages=cfg.freeze_stages or None)
+    used = None
     if load_weights and cfg.encoder_weights:
         from medseg.models.weights import load_encoder_weights
 
-        load_encoder_weights(model, cfg)
+        used = load_encoder_weights(model, cfg)
+    if load_weights and used is None and (freeze_layers or cfg.freeze_stages):
+        log.warning("the frozen encoder layers of %s are randomly initialised and will stay so: freezing is "
+                    "meant for pretrained weights (model.encoder_weights); set model.freeze_layers=0 to train "
+                    "them from scratch", cfg.arch)
     return model
 
 
