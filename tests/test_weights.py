@@ -57,3 +57,42 @@ def test_unreachable_hub(monkeypatch, tmp_path):
 def test_hub_location_known_for_smp_encoders():
     repo, _, filename = W.hub_location("resnet34")
     assert repo.endswith("resnet34.imagenet") and filename == "model.safetensors"
+
+
+def test_download_ahead_for_offline_use(monkeypatch, tmp_path):
+    """`medseg models --download ENC --to FILE`: fetched once, saved, and the file trains offline."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    torch.manual_seed(0)
+    source = create_model(ModelConfig(**CFG))
+    hub_file = tmp_path / "hub" / "model.safetensors"
+    hub_file.parent.mkdir()
+    save_file(_encoder_state(source), str(hub_file))
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, local_files_only=False):
+        calls.append((repo_id, local_files_only))
+        if local_files_only:
+            raise FileNotFoundError("not cached")
+        return str(hub_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: True)
+    for name in ("resnet18.pth", "resnet18.safetensors"):
+        result = CliRunner().invoke(app, ["models", "--download", "resnet18", "--to", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert "encoder_weights=" in result.output
+        model = create_model(ModelConfig(**{**CFG, "encoder_weights": str(tmp_path / name)}))
+        for k, v in _encoder_state(source).items():
+            assert torch.equal(model.encoder.state_dict()[k], v), k
+    assert calls[0][0].endswith("resnet18.imagenet") and [c[1] for c in calls[:2]] == [True, False]
+
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: False)
+    result = CliRunner().invoke(app, ["models", "--download", "resnet18"])  # main() turns these into exit 2
+    assert isinstance(result.exception, WeightsError) and "cannot be reached" in str(result.exception)
+    result = CliRunner().invoke(app, ["models", "--to", str(tmp_path / "x.pth")])
+    assert "--to only goes with --download" in str(result.exception)

@@ -57,6 +57,8 @@ def _metrics_table(summary: dict, title: str) -> Table:
         if key in summary:
             v = summary[key]
             table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for name, c in summary.get("per_class", {}).items():  # multi-class runs
+        table.add_row(f"{name}: dice / iou", f"{c['dice']:.4f} / {c['iou']:.4f}  ({c['n_images']} img)")
     return table
 
 
@@ -183,7 +185,10 @@ def evaluate(
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
 ) -> None:
-    """Compute Dice, IoU, sensitivity, specificity, precision, accuracy and the ISIC thresholded Jaccard."""
+    """Compute Dice, IoU, sensitivity, specificity, precision, accuracy and the ISIC thresholded Jaccard.
+
+    Multi-class runs: each metric per foreground class and its mean over classes.
+    """
     from medseg.evaluation import evaluate as run_eval
 
     if split not in ("train", "val", "test", "all"):
@@ -325,10 +330,25 @@ def models(
     arch: Annotated[str | None, typer.Option(help="only this architecture")] = None,
     encoder: Annotated[str | None, typer.Option(help="encoder instead of each architecture's default")] = None,
     encoders: Annotated[str | None, typer.Option(help="list encoder names matching a glob, e.g. '*convnext*'")] = None,
+    download: Annotated[str | None, typer.Option(help="fetch this encoder's ImageNet weights now (e.g. resnet34, "
+                                                 "tu-convnext_tiny) so that training works offline later")] = None,
+    to: Annotated[Path | None, typer.Option(help="with --download: also save the weights to this file, to copy "
+                                            "to an offline machine and use as --set model.encoder_weights=FILE")]
+    = None,
 ) -> None:
     """List the architectures with parameters and GFLOPs (any SMP encoder or tu-<timm> name works)."""
     from medseg.models.summary import architecture_rows, encoder_names
 
+    if download is not None:
+        from medseg.models.weights import download_weights
+
+        path = download_weights(download, to)
+        console.print(f"ImageNet weights of {download}: {path}\n"
+                      f"use: --set model.encoder={download} --set model.encoder_weights="
+                      f"{path if to else 'imagenet'}")
+        return
+    if to is not None:
+        raise MedsegError("--to only goes with --download ENCODER")
     if encoders is not None:
         console.print("\n".join(encoder_names(encoders)) or f"no encoder matches {encoders!r}")
         return
