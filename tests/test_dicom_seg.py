@@ -77,7 +77,7 @@ def test_seg_reads_back_to_exactly_the_prediction_and_keeps_the_study(tmp_path):
 def test_multiclass_gives_one_segment_per_class_and_empty_predictions_work(tmp_path):
     ct_series(tmp_path / "ct", n=3)
     (series,) = scan_dicom(tmp_path / "ct").series
-    predictor = FakePredictor(classes=3)
+    predictor = FakePredictor(classes=4)  # softmax over 4 label values: background + 3 segments
     seg = read_seg(_seg_for(tmp_path / "multi", predictor, tmp_path / "ct"))
     assert [s.label for s in seg.segments] == ["class 1", "class 2", "class 3"]
     got = np.stack([seg.for_frame(f) for f in series.frames])
@@ -106,7 +106,7 @@ def test_dciodvfy_finds_no_errors_in_our_seg(tmp_path):
     enhanced_ct(tmp_path / "enh" / "enh.dcm", np.full((2, 8, 8), 1100, np.int16), slopes=[1, 1],
                 intercepts=[-1024, -1024], z=[0, 1])
     for source in ("ct", "enh"):
-        path = _seg_for(tmp_path / f"out_{source}", FakePredictor(classes=3), tmp_path / source)
+        path = _seg_for(tmp_path / f"out_{source}", FakePredictor(classes=4), tmp_path / source)
         out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert not errors, errors

@@ -110,3 +110,37 @@ def test_progressive_stages_train(tiny_dataset, tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["train_images"]) for r in rows] == [8, 16]
     assert [float(r["lr"]) for r in rows] == [0.001, 0.0005]
+
+
+@pytest.mark.slow
+def test_multiclass_evaluate_and_predict_outputs(three_class_data, tmp_path):
+    """Per-class metrics match a recomputation from the written index PNGs; overlays are in colour."""
+    from medseg.evaluation import evaluate
+    from medseg.inference.predictor import Predictor
+    from medseg.metrics import image_metrics
+
+    over = TINY + ["model.classes=3", "loss.name=dice_ce", "data.val_fraction=0.25", "train.epochs=1",
+                   "data.class_names=[bg, square, disc]"]
+    run = medseg.train(three_class_data / "labels", tmp_path / "run", preset="default", overrides=over,
+                       progress=False)
+    summary = evaluate(run, three_class_data / "labels", split="val", overlays=2, progress=False)
+    assert set(summary["per_class"]) == {"square", "disc"}
+    macro = np.mean([summary["per_class"][c]["dice"] for c in ("square", "disc")])
+    assert summary["dice"] == pytest.approx(macro)
+    rows = list(csv.DictReader((run / "eval_val" / "per_image.csv").open()))
+    assert len(rows) == summary["n_images"] == 3
+    assert len(list((run / "eval_val" / "overlays").glob("*.png"))) == 2
+
+    predictor = Predictor.load(run)
+    images = three_class_data / "labels" / "images"
+    predictor.predict_folder(images, tmp_path / "pred", overlay=True, progress=False)
+    for row in rows:
+        with Image.open(tmp_path / "pred" / f"{row['case_id']}.png") as im:
+            assert im.mode == "P"
+            pred = np.asarray(im)
+        truth = np.asarray(Image.open(three_class_data / "labels" / "masks" / f"{row['case_id']}.png"))
+        assert pred.max() < 3
+        expected = image_metrics(pred == 1, truth == 1)["dice"]
+        assert float(row["dice_square"]) == pytest.approx(expected, abs=1e-6)
+    overlay = np.asarray(Image.open(tmp_path / "pred" / "c00_overlay.png"))
+    assert overlay.shape == (64, 64, 3)

@@ -228,6 +228,22 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
 
+    @model_validator(mode="after")
+    def _class_names_match(self) -> Config:
+        names, k = self.data.class_names, max(2, self.model.classes)
+        if names is not None and len(names) != k:
+            raise ValueError(f"data.class_names has {len(names)} names but the labels are 0..{k - 1} "
+                             f"(model.classes={self.model.classes}): give {k} names, background first")
+        return self
+
+
+def label_names(config: Config) -> list[str]:
+    """Names of the label values 0..K-1 (binary: background, foreground); ``data.class_names`` when given."""
+    if config.data.class_names:
+        return list(config.data.class_names)
+    k = config.model.classes
+    return ["background", "foreground"] if k == 1 else ["background"] + [f"class {i}" for i in range(1, k)]
+
 
 # ---------------------------------------------------------------------------------------- presets
 

@@ -10,13 +10,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from medseg.config import label_names
 from medseg.data.layouts import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
-from medseg.data.readers import read_pair_image, read_pair_mask
+from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
 from medseg.io.images import write_png
-from medseg.metrics import MetricAccumulator, write_per_image_csv, write_summary_json
+from medseg.metrics import MetricAccumulator, MulticlassAccumulator, write_per_image_csv, write_summary_json
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict every image of ``split`` and compare with its mask; writes per_image.csv and summary.json.
 
+    Masks are read as the run was trained (``data.invert_masks``, ``data.palette``, label maps for
+    ``model.classes`` > 1); multi-class runs get per-class metrics and their macro means
+    (:class:`~medseg.metrics.MulticlassAccumulator`). A mask that cannot be read is logged and skipped.
     ``overlays`` > 0 also writes that many overlays (prediction in red/yellow, truth in green) of the
     worst images by Dice to ``out/overlays``. Returns the summary dict.
     """
@@ -74,18 +78,25 @@ def evaluate(
     out = Path(out) if out else (run if run.is_dir() else run.parent) / f"eval_{split}"
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else None)
-    acc = MetricAccumulator()
+    cfg = predictor.config
+    spec = TargetSpec.from_config(cfg)  # the run's own reading of masks: classes, palette, inversion
+    multiclass = cfg.model.classes > 1
+    acc = MulticlassAccumulator(label_names(cfg)) if multiclass else MetricAccumulator()
     bar = tqdm(total=len(pairs), desc=f"evaluating {split}", unit="img", disable=not progress)
     worst: list[tuple[float, str, Any, Any, Any]] = []
     for pair, image, proba in iter_pair_predictions(predictor, pairs):
-        truth = read_pair_mask(pair)
-        pred = predictor.to_mask(proba) > 0
-        acc.update(pair.case_id, pred, truth)
+        bar.update(1)
+        try:
+            truth = read_pair_target(pair, spec)
+        except MedsegError as err:
+            log.warning("skipped %s", err)
+            continue
+        mask = predictor.to_mask(proba)
+        pred = mask if multiclass else mask > 0
+        dice = acc.update(pair.case_id, pred, truth)["dice"]
         if overlays:
-            dice = acc.rows()[-1]["dice"]
             worst.append((dice, pair.case_id, image, pred, truth))
             worst = sorted(worst, key=lambda w: w[0])[:overlays]
-        bar.update(1)
     bar.close()
     summary = acc.aggregate()
     summary.update(split=split, threshold=predictor.threshold, checkpoint=predictor.source,
@@ -93,9 +104,11 @@ def evaluate(
     write_per_image_csv(out / "per_image.csv", acc.rows())
     write_summary_json(out / "summary.json", summary)
     if worst:
-        from medseg.inference.overlay import make_overlay
+        from medseg.inference.overlay import class_colours, make_overlay
 
+        colours = class_colours(cfg) if multiclass else None
         for dice, case_id, image, pred, truth in worst:
-            write_png(out / "overlays" / f"{case_id}_dice{dice:.2f}.png", make_overlay(image, pred, truth=truth))
+            write_png(out / "overlays" / f"{case_id}_dice{dice:.2f}.png",
+                      make_overlay(image, pred, truth=truth, colours=colours))
     log.info("wrote %s and %s", out / "per_image.csv", out / "summary.json")
     return summary

@@ -153,9 +153,12 @@ class MetricAccumulator:
 
     def update(self, case_id: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         """Compute and store the metrics of one image; return them."""
-        metrics = image_metrics(pred, target)
+        return self.add(case_id, image_metrics(pred, target))
+
+    def add(self, case_id: str, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Store metrics computed elsewhere (NaN values are left out of the means); return them."""
         self._rows.append({"case_id": str(case_id), **metrics})
-        return metrics
+        return dict(metrics)
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per image in update order: ``case_id`` followed by its metrics."""
@@ -217,3 +220,65 @@ def write_summary_json(path: str | Path, summary: Mapping[str, Any]) -> Path:
     path = Path(path)
     write_text_atomic(path, json.dumps(_json_safe(summary), indent=2) + "\n")
     return path
+
+
+class MulticlassAccumulator:
+    """Per-class metrics of label maps (0 = background, 1..K-1 = foreground classes) and their means.
+
+    Each foreground class is scored in each image as a binary problem (``pred == c`` against
+    ``target == c``) with the module's formulas. A class absent from both the prediction and the truth
+    of an image is left out of that class's mean (NaN in the row) rather than counted as a perfect 1,
+    so a rare class is judged on the images where it appears or is predicted. The dataset summary
+    holds ``per_class`` (the mean of each metric over images, and ``n_images`` scored) and, at the
+    top level, the macro average over foreground classes; the background is not scored (its Dice is
+    near 1 and would flatter every model).
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        if len(names) < 2:
+            raise ValueError("give the names of classes 0..K-1 (K >= 2), background first")
+        self.names = list(names)
+        self._per_class = {name: MetricAccumulator() for name in self.names[1:]}
+        self._rows: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Score one label map against its truth; return its row (macro means, then per-class values)."""
+        pred, target = np.asarray(pred), np.asarray(target)
+        row: dict[str, Any] = {"case_id": str(case_id)}
+        per_class: dict[str, dict[str, float]] = {}
+        for c, name in enumerate(self.names[1:], start=1):
+            metrics = image_metrics(pred == c, target == c)
+            if metrics["fg_pred"] == 0 and metrics["fg_true"] == 0:
+                metrics = {k: (math.nan if k in METRIC_NAMES else v) for k, v in metrics.items()}
+            per_class[name] = self._per_class[name].add(case_id, metrics)
+        for metric in METRIC_NAMES:
+            values = [m[metric] for m in per_class.values() if not math.isnan(m[metric])]
+            row[metric] = float(np.mean(values)) if values else 1.0  # nothing to find, nothing found
+        for name, m in per_class.items():
+            row[f"dice_{name}"] = m["dice"]
+            row[f"iou_{name}"] = m["iou"]
+        self._rows.append(row)
+        return {k: v for k, v in row.items() if k != "case_id"}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._rows]
+
+    def aggregate(self) -> dict[str, Any]:
+        """``per_class`` summaries, their macro averages, ``n_images`` and ``failure_rate`` (mean IoU < 0.65)."""
+        per_class = {}
+        for name, acc in self._per_class.items():
+            summary = acc.aggregate()
+            scored = sum(1 for row in acc.rows() if not math.isnan(row["dice"]))
+            per_class[name] = {k: summary[k] for k in METRIC_NAMES} | {"n_images": scored}
+        out: dict[str, Any] = {}
+        for metric in METRIC_NAMES:
+            values = [c[metric] for c in per_class.values() if not math.isnan(c[metric])]
+            out[metric] = float(np.mean(values)) if values else math.nan
+        ious = np.array([row["iou"] for row in self._rows], dtype=np.float64)
+        out["failure_rate"] = float(np.mean(ious < THRESHOLDED_JACCARD_CUTOFF)) if len(ious) else math.nan
+        out["n_images"] = len(self._rows)
+        out["per_class"] = per_class
+        return out

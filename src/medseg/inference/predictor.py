@@ -264,12 +264,14 @@ class Predictor:
         return result
 
     def _write_outputs(self, r: Prediction, target: Path, overlay: bool) -> None:
-        mask = self.to_mask(r.proba)
-        write_png(target, mask)
-        if overlay:
-            from medseg.inference.overlay import make_overlay
+        """Binary: a 0/255 mask. Several classes: an indexed PNG (values 0..K-1, shown in the class colours)."""
+        from medseg.inference.overlay import class_colours, make_overlay
 
-            write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask))
+        mask = self.to_mask(r.proba)
+        colours = class_colours(self.config) if r.proba.ndim == 3 else None
+        write_png(target, mask, palette=colours)
+        if overlay:
+            write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask, colours=colours))
         if r.uncertainty is not None:
             write_png(target.with_name(f"{r.path.stem}_uncertainty.png"), uncertainty_image(r.uncertainty))
 

@@ -47,12 +47,10 @@ def is_dicom_input(path: str | Path) -> bool:
 
 
 def class_names(config) -> list[str]:
-    """Segment names: ``data.class_names`` when the config has them, else foreground / class k."""
-    names = getattr(config.data, "class_names", None)
-    if names:
-        return list(names)
-    k = int(config.model.classes)
-    return ["foreground"] if k == 1 else [f"class {i}" for i in range(1, k + 1)]
+    """Segment names (label values 1..K-1): ``data.class_names`` without the background, else defaults."""
+    from medseg.config import label_names
+
+    return label_names(config)[1:]
 
 
 def _frame_rgb(ds, stored: np.ndarray, frame: DicomFrame, window) -> np.ndarray:

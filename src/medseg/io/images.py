@@ -29,6 +29,7 @@ naming the file instead of training on half a picture.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -302,10 +303,12 @@ def read_mask(path: str | Path) -> np.ndarray:
     return binary
 
 
-def write_png(path: str | Path, arr: np.ndarray) -> None:
+def write_png(path: str | Path, arr: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> None:
     """Write ``arr`` as PNG atomically, creating parent folders.
 
-    HxW uint8/uint16 (grey), HxWx3 or HxWx4 uint8 (RGB/RGBA); bool is written as 0/255.
+    HxW uint8/uint16 (grey), HxWx3 or HxWx4 uint8 (RGB/RGBA); bool is written as 0/255. With
+    ``palette`` (an RGB triple per value) an HxW uint8 label map is written as an indexed PNG: the
+    pixel values stay the class indices and viewers show the colours.
     """
     a = np.asarray(arr)
     if a.dtype == bool:
@@ -317,5 +320,10 @@ def write_png(path: str | Path, arr: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"cannot write an array of shape {a.shape} and dtype {a.dtype} as PNG to {path}")
     image = Image.fromarray(np.ascontiguousarray(a))
+    if palette is not None:
+        if a.ndim != 2 or a.dtype != np.uint8:
+            raise ValueError(f"an indexed PNG needs an HxW uint8 label map, not shape {a.shape} {a.dtype} ({path})")
+        image = Image.frombytes("P", (a.shape[1], a.shape[0]), np.ascontiguousarray(a).tobytes())
+        image.putpalette([int(v) for colour in palette for v in colour[:3]])
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
