@@ -91,16 +91,17 @@ def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postproces
 def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = False
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
     """Foreground probabilities, true masks (bool) and, with ``crf``, CRF-refined probabilities of ``pairs``."""
-    from medseg.data.readers import read_pair_mask
+    from medseg.data.readers import TargetSpec, read_pair_target
     from medseg.evaluation import iter_pair_predictions
 
+    spec = TargetSpec.from_config(predictor.config)  # masks read as the run trained (data.invert_masks)
     probas, truths, refined = [], [], []
     bar = tqdm(total=len(pairs), desc="predicting validation", unit="img", disable=not progress)
     for pair, image, proba in iter_pair_predictions(predictor, pairs):
         if proba.ndim != 2:
             raise MedsegError("post-processing tuning handles one foreground class; this model has several")
         probas.append(proba)
-        truths.append(read_pair_mask(pair) > 0)
+        truths.append(read_pair_target(pair, spec) > 0)
         if crf:
             from medseg.inference.crf import crf_refine
 

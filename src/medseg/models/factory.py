@@ -159,7 +159,8 @@ def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     freeze_layers = cfg.freeze_layers
     if cfg.arch == "dicom-vgg16-unet" and freeze_layers is None and not cfg.freeze_stages:
         freeze_layers = 10  # the tutorial's frozen VGG16 layers (see models/freeze.py for what a layer is)
-    if freeze_layers or cfg.freeze_stages:
+    frozen = bool(freeze_layers or cfg.freeze_stages)
+    if frozen:
         from medseg.models.freeze import freeze_encoder
 
         freeze_encoder(model, layers=freeze_layers or None, stages=cfg.freeze_stages or None)
@@ -168,7 +169,7 @@ def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
         from medseg.models.weights import load_encoder_weights
 
         used = load_encoder_weights(model, cfg)
-    if load_weights and used is None and (freeze_layers or cfg.freeze_stages):
+    if load_weights and used is None and frozen:
         log.warning("the frozen encoder layers of %s are randomly initialised and will stay so: freezing is "
                     "meant for pretrained weights (model.encoder_weights); set model.freeze_layers=0 to train "
                     "them from scratch", cfg.arch)
