@@ -98,6 +98,44 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("fingerprint")
+def data_fingerprint(
+    data: Annotated[Path | None, typer.Argument(metavar="DATA", help="dataset folder (as for `data check`)")]
+    = None,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    manifest: ManifestOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE",
+                                             help="also write the fingerprint as JSON here")] = None,
+    max_images: Annotated[int, typer.Option(metavar="N", help="sample at most N images (seeded)")] = 400,
+    invert_masks: Annotated[bool, typer.Option("--invert-masks", help="masks mark the background "
+                                               "(ISBI 2012 membranes)")] = False,
+) -> None:
+    """Describe a dataset in figures: sizes, modality, spacing, intensities, classes, object sizes and widths.
+
+    The structure width (median medial-axis width of the labelled structures) tells whether images can be shrunk to a fixed size or thin structures need native resolution.
+
+    Examples:
+
+      medseg data fingerprint data/isic
+
+      medseg data fingerprint data/drive --manifest data/drive/manifest.csv -o drive_fingerprint.json
+    """
+    import json
+
+    from medseg.data.layouts import find_pairs
+    from medseg.io.files import write_text_atomic
+    from medseg.plan.fingerprint import compute_fingerprint
+
+    index = find_pairs(data, images=images, masks=masks, manifest=manifest)
+    fingerprint = compute_fingerprint(index.pairs, max_images=max_images, invert_masks=invert_masks, progress=True)
+    for line in fingerprint.summary_lines():
+        console.print(line, markup=False)
+    if out is not None:
+        write_text_atomic(out, json.dumps(fingerprint.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {out}")
+
+
 # ------------------------------------------------------------------------------------------ convert
 def _print_conversion(result, what: str, out: Path) -> None:
     console.print(f"wrote {len(result.written)} {what} to {out}")

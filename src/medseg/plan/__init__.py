@@ -1,0 +1,1 @@
+"""Planning from the data: the dataset fingerprint (what the data is)."""
