@@ -400,6 +400,55 @@ def models(
     console.print(table)
 
 
+# ------------------------------------------------------------------------------------------- serving
+@app.command("dicom-listen")
+def dicom_listen(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="run folder, checkpoint, or exported .onnx file")],
+    ae_title: Annotated[str, typer.Option("--ae-title", metavar="AE", help="this node's AE title (the called "
+                                          "AE title must match)")] = "MEDSEG",
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 11112,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    allow_calling: Annotated[list[str] | None, typer.Option("--allow-calling", metavar="AE", help="accept "
+                             "associations only from this calling AE title (repeatable; default: any)")] = None,
+    forward: Annotated[list[str] | None, typer.Option("--forward", metavar="AE@HOST:PORT", help="C-STORE each SEG "
+                       "to this destination (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="DIR", help="also write each SEG here")]
+    = None,
+    idle_seconds: Annotated[float, typer.Option(help="a series is complete when its association was released and "
+                                                "nothing arrived for this long")] = 10.0,
+    spool: Annotated[Path, typer.Option(metavar="DIR", help="received instances wait here (kept across "
+                                        "restarts)")] = Path("dicom-spool"),
+    dead_letter: Annotated[Path | None, typer.Option(metavar="DIR", help="SEGs that could not be forwarded "
+                                                     "(default: SPOOL/dead-letter)")] = None,
+    retries: Annotated[int, typer.Option(help="retries per destination before the dead-letter folder")] = 5,
+    retry_delay: Annotated[float, typer.Option(help="first retry delay in seconds, doubled each retry")] = 2.0,
+    min_free_mb: Annotated[float, typer.Option(help="answer C-STORE with 0xA700 (out of resources) below this "
+                                               "much free disk space in the spool")] = 512.0,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
+                    "setting, e.g. --set infer.tta=true (repeatable)")] = None,
+) -> None:
+    """Run a DICOM Storage SCP that answers each received series with a DICOM SEG.
+
+    Received images are spooled to disk; a series is segmented once its association was released and
+    it stayed idle for --idle-seconds, and its SEG (same study, new series) is sent to each --forward
+    destination and/or written to --out. Stop with Ctrl-C or SIGTERM; the spool is kept.
+
+    \b
+    Examples:
+      medseg dicom-listen runs/ct --ae-title MEDSEG --port 11112 --out segs/
+      medseg dicom-listen runs/ct --host 0.0.0.0 --allow-calling PACS --forward PACS@10.0.0.5:104
+      medseg dicom-listen model.onnx --forward ARCHIVE@pacs.local:11112 --idle-seconds 30 --spool /var/spool/medseg
+    """
+    from medseg.serve.dicom_node import NodeSettings, listen
+    from medseg.serve.forwarder import Destination
+
+    settings = NodeSettings(ae_title=ae_title, host=host, port=port, allow_calling=list(allow_calling or []),
+                            forward=[Destination.parse(f) for f in forward or []], out=out,
+                            idle_seconds=idle_seconds, spool=spool, dead_letter=dead_letter, retries=retries,
+                            retry_delay=retry_delay, min_free_mb=min_free_mb)
+    listen(model, settings, overrides=list(set_ or []))
+
+
 # --------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(

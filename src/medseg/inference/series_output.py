@@ -161,7 +161,6 @@ def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, ou
     base = out / series_name(series)
     if fmt == "nifti":
         return [write_nifti(series.frames, labels, base.with_name(base.name + ".nii.gz"))]
-    from medseg import __version__
     from medseg.io.dicom_seg import write_seg
 
     cfg = predictor.config
@@ -172,10 +171,16 @@ def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, ou
     sources = [read_dataset(p, pixels=False) for p in files]
     if len(files) == 1 and len(series.frames) > 1:
         labels = labels[np.argsort([f.index for f in series.frames])]  # back to the file's frame order
+    return [write_seg(sources, labels, base.with_name(base.name + ".seg.dcm"), **seg_description(cfg))]
+
+
+def seg_description(cfg) -> dict:
+    """The keyword arguments of :func:`~medseg.io.dicom_seg.write_seg` that describe the model."""
+    from medseg import __version__
+
     params = {"threshold": f"{cfg.infer.threshold:g}", "config": cfg.name[:40]}
-    return [write_seg(sources, labels, base.with_name(base.name + ".seg.dcm"), class_names=class_names(cfg),
-                      algorithm=f"medseg {cfg.model.arch}-{cfg.model.encoder}", version=__version__,
-                      parameters=params)]
+    return {"class_names": class_names(cfg), "algorithm": f"medseg {cfg.model.arch}-{cfg.model.encoder}",
+            "version": __version__, "parameters": params}
 
 
 def nifti_geometry(frames: list[DicomFrame]) -> tuple[tuple, tuple, tuple, str]:

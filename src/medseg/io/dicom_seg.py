@@ -29,11 +29,13 @@ def segment_colour(number: int) -> tuple[int, int, int]:
 
 def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_names: Sequence[str],
               algorithm: str, version: str, parameters: dict[str, str] | None = None,
-              series_description: str = "medseg segmentation") -> Path:
+              series_description: str = "medseg segmentation", series_instance_uid: str | None = None,
+              instance_number: int = 1) -> Path:
     """Write ``labels`` (N x H x W, 0 = background, k = class k) for ``sources`` as a DICOM SEG at ``path``.
 
     ``sources`` are pydicom datasets: N single-frame images in the order of ``labels``, or one
-    multi-frame image with N frames. ``class_names[k - 1]`` names segment k.
+    multi-frame image with N frames. ``class_names[k - 1]`` names segment k. ``series_instance_uid``
+    and ``instance_number`` put several SEGs in one series (default: a new series, instance 1).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -66,8 +68,9 @@ def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_
             seg = hd.seg.Segmentation(
                 source_images=list(sources), pixel_array=labels.astype(np.uint8),
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
-                series_instance_uid=hd.UID(), series_number=number % 2**31, sop_instance_uid=hd.UID(),
-                instance_number=1, manufacturer="medseg", manufacturer_model_name=algorithm[:64],
+                series_instance_uid=series_instance_uid or hd.UID(), series_number=number % 2**31,
+                sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer="medseg",
+                manufacturer_model_name=algorithm[:64],
                 software_versions=version[:64], device_serial_number="0", content_label="MEDSEG",
                 content_description=series_description[:64], series_description=series_description[:64],
                 omit_empty_frames=bool(labels.any()))

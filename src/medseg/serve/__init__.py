@@ -1,0 +1,1 @@
+"""Put a model to work: the DICOM node (``medseg dicom-listen``) and the HTTP service."""
