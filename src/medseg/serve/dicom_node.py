@@ -263,6 +263,8 @@ class DicomNode:
             written, problems = segment_run(self.predictor, run, staging, suffix=f"_{stamp}")
         except (MedsegError, OSError) as err:
             written, problems = [], [str(err)]
+        except Exception as err:  # a run that breaks the model must not block the ones after it
+            written, problems = [], [f"segmentation failed ({type(err).__name__}: {str(err)[:200]})"]
         for message in problems:
             log.warning("series %s: %s", skey, message)
         if not written:

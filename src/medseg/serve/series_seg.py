@@ -41,7 +41,7 @@ def segment_run(predictor, run: str | Path, out: str | Path, *, suffix: str = ""
                 written += write_series_segs(predictor, kept, labels, out / f"{series_name(kept)}{suffix}",
                                              problems=problems)
         except DataError as err:
-            problems.append(f"series {series.tag}: {err}")
+            problems.append(str(err))
     return written, problems
 
 
@@ -83,5 +83,5 @@ def write_series_segs(predictor, series: Series, labels: list[np.ndarray], base:
     if not written:
         raise DataError(f"no SEG could be written ({'; '.join(errors)})")
     if problems is not None:
-        problems += [f"series {series.tag}: {e}" for e in errors]
+        problems += errors
     return written
