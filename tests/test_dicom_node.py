@@ -211,3 +211,15 @@ def test_one_seg_per_image_without_frame_of_reference(tmp_path):
         for p in written:
             out = subprocess.run(["dciodvfy", str(p)], capture_output=True, text=True, timeout=60)
             assert not [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")], p
+
+
+def test_cli_help_has_examples_and_refuses_to_run_without_a_destination(tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["dicom-listen", "--help"])
+    assert shown.exit_code == 0 and "Examples" in shown.output and "medseg dicom-listen" in shown.output
+    refused = runner.invoke(app, ["dicom-listen", str(tmp_path / "model.pt"), "--port", str(free_port())])
+    assert isinstance(refused.exception, MedsegError) and "--forward" in str(refused.exception)
