@@ -3,39 +3,144 @@
 Public API::
 
     import medseg
-    run = medseg.train("data/isic", out="runs/isic")        # trains, returns the run folder
-    summary = medseg.evaluate("runs/isic", "data/isic")      # metrics on the validation split
-    predictor = medseg.load("runs/isic")                     # run folder, checkpoint or exported .onnx
-    mask = predictor.predict("ISIC_0000001.jpg")             # HxW uint8 {0, 255}, the input's size
+    run = medseg.train("data/isic", "runs/isic", time_budget=20)  # trains, returns the run folder
+    summary = medseg.evaluate("runs/isic", "data/isic")             # metrics on the validation split
+    predictor = medseg.load("runs/isic")                            # run folder, checkpoint or exported .onnx
+    mask = predictor.predict("ISIC_0000001.jpg")                    # HxW uint8 {0, 255}, the input's size
 """
 
-from __future__ import annotations
+import typing as _typing
+from pathlib import Path as _Path
+
+if _typing.TYPE_CHECKING:
+    from pathlib import Path
+
+    from medseg.inference.predictor import Predictor
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "train", "evaluate"]
+__all__ = ["__version__", "evaluate", "load", "train"]
 
 
-def load(path, **kwargs):
-    """Load a trained model (run folder, checkpoint or exported .onnx) as a :class:`~medseg.inference.Predictor`.
 
-    Keyword arguments go to :meth:`~medseg.inference.Predictor.load` (``precision``, ``device``,
-    ``overrides=["infer.tta=true"]``, ...).
+def load(path: "str | Path", *, precision: str = "auto", device: "str | None" = None, channels_last: str = "auto",
+         threads: "int | None" = None, overrides: "list[str] | dict | None" = None) -> "Predictor":
+    """Load a trained model as a :class:`~medseg.inference.predictor.Predictor`.
+
+    Args:
+        path: a run folder (its ``best.pt``), a checkpoint file (``.pt``) or an exported ``.onnx`` file.
+        precision: PyTorch only: ``auto`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32),
+            ``bf16``, ``fp16`` or ``fp32``.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default: CUDA when available, else CPU.
+        channels_last: ``auto``, ``on`` or ``off`` (PyTorch memory format).
+        threads: ONNX Runtime intra-op threads (default: all cores).
+        overrides: inference settings, e.g. ``["infer.tta=true", "infer.threshold=0.4"]``.
+
+    Returns:
+        A Predictor: ``predict(image)`` gives an HxW uint8 mask at the image's own size (0/255, or class
+        indices 0..K-1 for K classes); ``predict_proba(image)`` float32 probabilities in [0, 1]. Images
+        are file paths or arrays (HxW or HxWx3 RGB; uint8, uint16, or float in [0, 1]; see
+        ``Predictor.predict``).
+
+    Raises:
+        CheckpointError: ``path`` does not exist or is not a medseg run, checkpoint or export.
+        ConfigError: an override names an unknown key or an invalid value.
+
+    Example::
+
+        predictor = medseg.load("runs/isic", overrides=["infer.tta=true"])
+        mask = predictor.predict(np.asarray(PIL.Image.open("x.jpg")))   # HxW uint8 0/255
     """
     from medseg.inference.predictor import Predictor
 
-    return Predictor.load(path, **kwargs)
+    return Predictor.load(path, precision=precision, device=device, channels_last=channels_last, threads=threads,
+                          overrides=overrides)
 
 
-def train(data, out, **kwargs):
-    """Train a model on a data folder; see :func:`medseg.engine.train.train`."""
+def train(data: "str | Path | None", out: "str | Path", *, preset: "str | None" = None,
+          config_file: "str | Path | None" = None, overrides: "list[str] | dict | None" = None,
+          time_budget: "float | None" = None, epochs: "int | None" = None, images: "str | Path | None" = None,
+          masks: "str | Path | None" = None, manifest: "str | Path | None" = None, resume: bool = False,
+          overwrite: bool = False, progress: bool = True) -> _Path:
+    """Train a segmentation model on a data folder into the run folder ``out``.
+
+    Args:
+        data: a data folder (``images/`` + ``masks/``, ISIC folders, ``manifest.csv``; see
+            ``medseg data check``), or None with ``images`` + ``masks`` or ``manifest``.
+        out: the run folder; it receives ``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``,
+            ``curves.png``, ``splits.csv``, ``data_report.txt`` and ``data_source.json``. It is created
+            only once the configuration and the data have been checked.
+        preset: a named configuration (``medseg presets``); ``default`` when neither a preset nor a
+            ``config_file`` is given.
+        config_file: a YAML file over the preset.
+        overrides: ``["optim.lr=3e-4", ...]`` (or a nested dict) over both.
+        time_budget: minutes; training stops cleanly at the budget and keeps the best model.
+        epochs: maximum number of epochs (the default config: 100, with early stopping).
+        resume: continue the run in ``out`` from its ``last.pt``; ``overwrite``: replace it.
+        progress: show progress bars.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ConfigError: an unknown preset, key, architecture, encoder or loss (with the valid names),
+            before any data is read. DataError: missing data, or no usable pair.
+        CheckpointError: ``out`` already holds a run and neither ``resume`` nor ``overwrite`` is set.
+
+    Example::
+
+        run = medseg.train("data/isic", "runs/isic", time_budget=20, overrides=["model.encoder=resnet18"])
+    """
     from medseg.engine.train import train as _train
 
-    return _train(data, out, **kwargs)
+    over: list[str] | dict = list(overrides or []) if not isinstance(overrides, dict) else dict(overrides)
+    extra = {**({"train.epochs": epochs} if epochs is not None else {}),
+             **({"train.time_budget_min": time_budget} if time_budget is not None else {})}
+    if extra:
+        if isinstance(over, dict):
+            for key, value in extra.items():
+                section, name = key.split(".")
+                over.setdefault(section, {})[name] = value
+        else:
+            over += [f"{k}={v}" for k, v in extra.items()]
+    return _train(data, out, preset=preset, config_file=config_file, overrides=over or None, images=images,
+                  masks=masks, manifest=manifest, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def evaluate(run, data, **kwargs):
-    """Evaluate a run on a data folder; see :func:`medseg.evaluation.evaluate`."""
+def evaluate(run: "str | Path", data: "str | Path | None" = None, *, split: str = "val",
+             out: "str | Path | None" = None, overlays: "int | str" = 0, overrides: "list[str] | None" = None,
+             images: "str | Path | None" = None, masks: "str | Path | None" = None,
+             manifest: "str | Path | None" = None, progress: bool = True) -> dict:
+    """Evaluate a trained run on the images of one split, at each image's original size.
+
+    Args:
+        run: a run folder or checkpoint (or exported ``.onnx``).
+        data: the data folder (or ``images`` + ``masks``, or ``manifest``); default: the data the run
+            was trained on (``RUN/data_source.json``).
+        split: ``val`` (default), ``test``, ``train`` or ``all``.
+        out: the results folder (default ``RUN/eval_<split>``): ``per_image.csv`` and ``summary.json``.
+        overlays: 0 (default) none; N: overlays of the N worst images by Dice; ``"all"``: every image;
+            written to ``out/overlays/``.
+        overrides: inference settings, e.g. ``["infer.threshold=0.4"]``.
+
+    Returns:
+        The summary dict: ``dice``, ``iou``, ``sensitivity``, ``specificity``, ``precision``,
+        ``accuracy``, ``thresholded_jaccard`` (ISIC 2018), ``failure_rate`` (means over images, in
+        [0, 1]), ``n_images``; ``per_class`` for multi-class runs.
+
+    Raises:
+        DataError: no data given or recorded, or no image in the split. CheckpointError: a bad run.
+
+    Example::
+
+        summary = medseg.evaluate("runs/isic", split="val", overlays=16)
+        print(summary["dice"], summary["n_images"])
+    """
     from medseg.evaluation import evaluate as _evaluate
 
-    return _evaluate(run, data, **kwargs)
+    return _evaluate(run, data, split=split, out=out, overlays=overlays, overrides=overrides, images=images,
+                     masks=masks, manifest=manifest, progress=progress)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,6 +1,10 @@
 """The ``medseg`` command. Thin: parses options, calls the API, prints results.
 
 User errors (MedsegError) print as one sentence without a traceback; ``--debug`` shows it.
+Conventions every command follows (checked over the whole app by tests/test_cli_conventions.py):
+positional DATA for data, ``--out/-o`` for what a command writes, ``--time-budget`` in minutes,
+``--threshold``, ``--set KEY=VALUE``, ``--overlay`` for overlay images, and an Examples section at
+the end of each docstring. Help style and global flags: :mod:`medseg.cli_style`.
 """
 
 from __future__ import annotations
@@ -17,30 +21,51 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from medseg.cli_style import MedsegGroup  # noqa: E402
 from medseg.errors import MedsegError  # noqa: E402
 
-app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to a trained model.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Find, check and describe datasets.", no_args_is_help=True)
+app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to a trained model.\n\n"
+                  "\b\nExamples:\n  medseg demo\n  medseg data check data/isic\n"
+                  "  medseg train data/isic -o runs/isic --time-budget 20",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=MedsegGroup,
+                  rich_markup_mode=None)
+data_app = typer.Typer(help="Find, check and describe datasets.\n\n\b\nExamples:\n  medseg data check "
+                       "data/isic", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
-convert_app = typer.Typer(help="Convert DICOM and annotation-tool label maps to PNG images and masks.",
-                          no_args_is_help=True)
+convert_app = typer.Typer(help="Convert DICOM and annotation-tool label maps to PNG images and masks.\n\n"
+                          "\b\nExamples:\n  medseg convert dicom scans/ -o png/\n  medseg convert labels "
+                          "seg.dcm --reference scans/case7 -o masks/", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(convert_app, name="convert")
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
-ImagesOpt = Annotated[Path | None, typer.Option("--images", help="folder of images (with --masks), "
+ImagesOpt = Annotated[Path | None, typer.Option("--images", metavar="FOLDER", help="folder of images (with --masks), "
                                                    "for any two folders such as ISIC's official ones")]
-MasksOpt = Annotated[Path | None, typer.Option("--masks", help="folder of masks (with --images)")]
-ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="CSV with columns image,mask[,split]; "
-                                                     "paths relative to the CSV")]
+MasksOpt = Annotated[Path | None, typer.Option("--masks", metavar="FOLDER", help="folder of masks (with --images)")]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", metavar="CSV", help="CSV with columns "
+                                                     "image,mask[,split]; paths relative to the CSV")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config value, "
+                                                   "e.g. --set infer.tta=true (repeatable)")]
+ThresholdOpt = Annotated[float | None, typer.Option(metavar="P", help="probability threshold [default: the run's, "
+                                                                   "0.5 unless tuned]")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medseg import __version__
+
+        console.print(f"medseg {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and debug logs")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and errors")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
 ) -> None:
+    """--debug and --version are accepted anywhere on the command line."""
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
@@ -65,8 +90,8 @@ def _metrics_table(summary: dict, title: str) -> Table:
 # --------------------------------------------------------------------------------------------- data
 @data_app.command("check")
 def data_check(
-    data: Annotated[Path | None, typer.Argument(help="dataset folder (images/ + masks/, ISIC, manifest.csv)")]
-    = None,
+    data: Annotated[Path | None, typer.Argument(help="dataset folder (images/ + masks/, ISIC, manifest.csv)",
+                                                show_default=False)] = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
@@ -77,7 +102,14 @@ def data_check(
 ) -> None:
     """Discover image/mask pairs, open every file and report each problem by file name.
 
-    Exits with status 1 when any pair is unusable.
+    Prints the layout found, the split counts, the foreground fraction of the masks and the folders it
+    ignored. Exits with status 1 when any pair is unusable.
+
+    \b
+    Examples:
+      medseg data check data/isic
+      medseg data check --images ISIC2018_Task1-2_Training_Input --masks ISIC2018_Task1_Training_GroundTruth
+      medseg data check data/drive/manifest.csv
     """
     from medseg.data.check import check_pairs
     from medseg.data.layouts import find_pairs
@@ -138,7 +170,8 @@ def data_fingerprint(
 
 # ------------------------------------------------------------------------------------------ convert
 def _print_conversion(result, what: str, out: Path) -> None:
-    console.print(f"wrote {len(result.written)} {what} to {out}")
+    console.print(f"wrote {len(result.written)} {what} to {out}" if result.written else f"wrote no {what}",
+                  markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     for _, message in result.failed:
@@ -150,16 +183,28 @@ def _print_conversion(result, what: str, out: Path) -> None:
 @convert_app.command("dicom")
 def convert_dicom(
     src: Annotated[Path, typer.Argument(help="a DICOM file or a folder of DICOM files/series")],
-    dst: Annotated[Path, typer.Argument(help="output folder")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FOLDER", help="output folder (not the "
+                                             "source folder)", show_default=False)] = None,
+    dst: Annotated[Path | None, typer.Argument(hidden=True, help="deprecated: use --out")] = None,
     window: Annotated[str | None, typer.Option(help="file (default), auto, soft_tissue, lung, bone, brain, "
                                                   "or CENTER,WIDTH")] = None,
     bits: Annotated[int, typer.Option(help="8: windowed PNG; 16: raw stored values")] = 8,
-    anonymize: Annotated[bool, typer.Option(help="replace UIDs in the sidecars by stable hashes")] = False,
+    anonymize: Annotated[bool, typer.Option("--anonymize", help="replace UIDs in the sidecars by stable hashes")]
+    = False,
 ) -> None:
-    """One PNG per frame (<stem>.png, <stem>_f003.png) plus a .json sidecar with geometry and UIDs."""
+    """One PNG per frame (<stem>.png, <stem>_f003.png) plus a .json sidecar with geometry and UIDs.
+
+    \b
+    Examples:
+      medseg convert dicom scans/ -o png/ --window lung
+      medseg convert dicom scans/ -o png16/ --bits 16 --anonymize
+    """
     from medseg.convert import convert_dicom as run
 
-    _print_conversion(run(src, dst, window=window, bits=bits, anonymize=anonymize), "images", dst)
+    out = out or dst
+    if out is None:
+        raise MedsegError("give the output folder with --out FOLDER")
+    _print_conversion(run(src, out, window=window, bits=bits, anonymize=anonymize), "images", out)
 
 
 @convert_app.command("labels")
@@ -167,9 +212,16 @@ def convert_labels(
     labels: Annotated[Path, typer.Argument(help="a DICOM SEG, NRRD/NIfTI label map or LabelMe JSON, or a folder")],
     reference: Annotated[Path, typer.Option("--reference", help="the DICOM series (or, for LabelMe, the image "
                                                                "folder) the labels annotate")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder for mask PNGs")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="output folder for mask PNGs (not "
+                                      "an input folder)")],
 ) -> None:
-    """One mask PNG per annotated slice or image, named after it."""
+    """One mask PNG per annotated slice or image, named after it.
+
+    \b
+    Examples:
+      medseg convert labels seg.dcm --reference scans/case7 -o masks/
+      medseg convert labels labelme/ --reference photos/ -o masks/
+    """
     from medseg.convert import convert_labels as run
 
     _print_conversion(run(labels, reference, out), "masks", out)
@@ -178,25 +230,39 @@ def convert_labels(
 # -------------------------------------------------------------------------------------------- train
 @app.command()
 def train(
-    data: Annotated[Path | None, typer.Argument(help="dataset folder (see `medseg data check`)")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder for checkpoints, config, metrics")]
-    = Path("runs/train"),
-    preset: Annotated[str | None, typer.Option(help="named configuration (`medseg presets` lists them)")]
-    = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config file (over the preset)")]
-    = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum number of epochs")] = None,
-    time_budget: Annotated[float | None, typer.Option("--time-budget", help="stop cleanly after this many "
-                                                         "minutes, keeping the best model")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value, e.g. "
-                                                      "--set optim.lr=3e-4 (repeatable)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last.pt")] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace a run already in --out")] = False,
+    data: Annotated[Path | None, typer.Argument(help="dataset folder (see `medseg data check`)",
+                                                show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="RUN", help="run folder for checkpoints, config, "
+                                      "metrics")] = Path("runs/train"),
+    preset: Annotated[str | None, typer.Option(help="named configuration (`medseg presets` lists them) "
+                                               "[default: default]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="YAML config file (over the "
+                                                "preset)")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="maximum number of epochs [default: the "
+                                               "preset's; 100 for default, with early stopping]")] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="stop cleanly "
+                                                       "after this many minutes, keeping the best model "
+                                                       "[default: none]")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config "
+                                                    "value, e.g. --set optim.lr=3e-4 (repeatable)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last.pt")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")] = False,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
 ) -> None:
-    """Train a segmentation model; writes best.pt, last.pt, config.yaml, metrics.csv and curves.png."""
+    """Train a segmentation model; writes best.pt, last.pt, config.yaml, metrics.csv and curves.png.
+
+    Names (preset, architecture, encoder, loss, --set keys) are checked before any data is read;
+    the run folder is created once the data is usable. On a CPU without --time-budget the first
+    steps are timed and the likely duration is printed.
+
+    \b
+    Examples:
+      medseg train data/isic -o runs/isic --time-budget 20
+      medseg train data/isic -o runs/small --set model.encoder=resnet18 --epochs 30
+      medseg train -o runs/isic --resume
+    """
     from medseg.engine.train import train as run_train
 
     overrides = list(set_ or [])
@@ -215,54 +281,92 @@ def train(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
-    data: Annotated[Path | None, typer.Argument(help="dataset folder with masks")] = None,
+    data: Annotated[Path | None, typer.Argument(help="dataset folder with masks [default: the data the run was "
+                                                "trained on]", show_default=False)] = None,
     split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
-    out: Annotated[Path | None, typer.Option(help="output folder (default RUN/eval_SPLIT)")] = None,
-    overlays: Annotated[int, typer.Option(help="write overlays of the N worst images")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FOLDER", help="output folder [default: "
+                                             "RUN/eval_SPLIT]", show_default=False)] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay images (prediction red/yellow, "
+                                          "truth green) to OUT/overlays/")] = False,
+    worst: Annotated[int | None, typer.Option(metavar="N", help="with --overlay: only the N worst images by "
+                                              "Dice [default: every image]")] = None,
+    threshold: ThresholdOpt = None,
+    set_: SetOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
+    overlays_old: Annotated[int | None, typer.Option("--overlays", hidden=True,
+                                                     help="deprecated: --overlay --worst N")] = None,
 ) -> None:
     """Compute Dice, IoU, sensitivity, specificity, precision, accuracy and the ISIC thresholded Jaccard.
 
-    Multi-class runs: each metric per foreground class and its mean over classes.
+    Writes OUT/per_image.csv and OUT/summary.json (and OUT/overlays/ with --overlay). Multi-class
+    runs: each metric per foreground class and its mean over classes.
+
+    \b
+    Examples:
+      medseg evaluate runs/isic
+      medseg evaluate runs/isic data/isic --split test -o results/ --overlay --worst 16
+      medseg evaluate runs/isic --threshold 0.4 --set infer.tta=true
     """
     from medseg.evaluation import evaluate as run_eval
 
     if split not in ("train", "val", "test", "all"):
         raise MedsegError(f"--split must be train, val, test or all, not {split!r}")
+    if overlays_old:
+        overlay, worst = True, overlays_old
+    overlays = (worst or "all") if overlay else 0
     summary = run_eval(run, data, split=split, out=out, overlays=overlays, images=images, masks=masks,
-                       manifest=manifest)
+                       manifest=manifest, overrides=_inference_overrides(set_, threshold))
     console.print(_metrics_table(summary, f"{run} on {split} ({summary['n_images']} images)"))
+
+
+def _inference_overrides(set_: list[str] | None, threshold: float | None) -> list[str]:
+    overrides = list(set_ or [])
+    if threshold is not None:
+        overrides.append(f"infer.threshold={threshold}")
+    return overrides
 
 
 # ------------------------------------------------------------------------------------------ predict
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="run folder, checkpoint, or exported .onnx file")],
-    input: Annotated[Path, typer.Argument(help="an image file or a folder of images")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.png masks")] = Path("predictions"),
-    overlay: Annotated[bool, typer.Option(help="also write <stem>_overlay.png")] = False,
-    threshold: Annotated[float | None, typer.Option(help="probability threshold (default: the run's)")]
-    = None,
-    fmt: Annotated[str, typer.Option("--format", help="png (a mask per image or DICOM frame), dicom-seg or "
+    input: Annotated[Path, typer.Argument(metavar="IMAGES", help="an image file or a folder of images")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="folder for <stem>.png masks; "
+                                      "never an input's own name")] = Path("predictions"),
+    overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay images (<stem>_overlay.png)")]
+    = False,
+    threshold: ThresholdOpt = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="png (a mask per image or DICOM frame), "
+                                                      "dicom-seg or "
                                                       "nifti (one per DICOM series)")] = "png",
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="test-time augmentation: average over "
                                                "flips and scales 0.75/1/1.25 (default: the run's infer.tta)")]
     = None,
-    uncertainty: Annotated[bool, typer.Option(help="also write <stem>_uncertainty.png: disagreement between "
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="also write <stem>_uncertainty.png: "
+                                              "disagreement between "
                                                  "TTA members (std of probabilities x 510); turns TTA on")]
     = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override an inference setting, e.g. "
-                                                      "--set infer.mode=sliding (repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
+                                                    "setting, e.g. --set infer.mode=sliding (repeatable)")] = None,
 ) -> None:
-    """Write a {0,255} mask PNG at each input's own size; unreadable files are reported and skipped."""
+    """Write a {0,255} mask PNG at each input's own size; unreadable files are reported and skipped.
+
+    An input is never overwritten: a mask that would replace an input (predicting photos/ into
+    photos/ when they are PNGs) or two inputs that would share a mask name (a.png and a.jpg) stop
+    the command before anything is written.
+
+    \b
+    Examples:
+      medseg predict runs/isic photos/ -o masks/ --overlay
+      medseg predict isic.onnx ISIC_0000001.jpg -o masks/ --threshold 0.4
+      medseg predict runs/ct scans/ --format dicom-seg -o seg/
+    """
     from medseg.inference.predictor import Predictor
     from medseg.inference.series_output import is_dicom_input, predict_dicom
 
-    overrides = list(set_ or [])
-    if threshold is not None:
-        overrides.append(f"infer.threshold={threshold}")
+    overrides = _inference_overrides(set_, threshold)
     if tta is not None or uncertainty:
         overrides.append(f"infer.tta={'true' if (tta or uncertainty) else 'false'}")
     predictor = Predictor.load(run, overrides=overrides)
@@ -270,7 +374,8 @@ def predict(
         result = predict_dicom(predictor, input, out, fmt=fmt)
     else:
         result = predictor.predict_folder(input, out, overlay=overlay, uncertainty=uncertainty)
-    console.print(f"wrote {len(result.written)} masks to {out} ({predictor.describe()})", markup=False)
+    written = f"wrote {len(result.written)} masks to {out}" if result.written else "wrote no masks"
+    console.print(f"{written} ({predictor.describe()})", markup=False)
     for path, message in result.failed:
         console.print(f"skipped {path.name}: {message}", markup=False)
     if result.failed and not result.written:
@@ -281,27 +386,39 @@ def predict(
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the .onnx file to write")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="the .onnx file to write")],
+    data: Annotated[Path | None, typer.Argument(help="the run's data folder: validation images for the parity "
+                                                "check, training images for int8 calibration",
+                                                show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", help="export format (onnx)")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="static int8 quantisation calibrated on training images; "
-                                       "refused when validation Dice drops by more than 0.005 (needs --data)")]
+                                       "refused when validation Dice drops by more than 0.005 (needs DATA)")]
     = False,
     tta: Annotated[bool, typer.Option("--tta", help="bake flip test-time augmentation into the graph")] = False,
-    data: Annotated[Path | None, typer.Option("--data", help="the run's data folder: validation images for "
-                                              "the parity check, training images for int8 calibration")] = None,
-    calibration: Annotated[int, typer.Option(help="number of training images for int8 calibration")] = 64,
+    calibration: Annotated[int, typer.Option(metavar="N", help="number of training images for int8 "
+                                             "calibration")] = 64,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
+    data_old: Annotated[Path | None, typer.Option("--data", hidden=True, help="deprecated: DATA")] = None,
 ) -> None:
     """Export one ONNX graph (normalisation, network, optional flip TTA, sigmoid) checked against PyTorch.
 
     Batch, height and width are dynamic; the config travels in the file's metadata, so the .onnx
     alone works with `medseg predict`. The export is refused when its masks agree with PyTorch's on
     less than 99.9 % of pixels.
+
+    \b
+    Examples:
+      medseg export runs/isic -o isic.onnx
+      medseg export runs/isic data/isic --int8 -o isic_int8.onnx
+      medseg export runs/isic -o isic_tta.onnx --tta
     """
     from medseg.export import export_onnx
+    from medseg.io.outputs import check_not_input
 
+    data = data or data_old
+    check_not_input(out, [run], what="export file")
     if format != "onnx":
         raise MedsegError(f"--format {format!r} is not supported; use --format onnx")
     report = export_onnx(run, out, tta=tta, int8=int8, data=data, images=images, masks=masks, manifest=manifest,
@@ -321,7 +438,8 @@ def export(
 @app.command("tune-postprocess")
 def tune_postprocess(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint (the choice is stored in it)")],
-    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks")] = None,
+    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks",
+                                                show_default=False)] = None,
     split: Annotated[str, typer.Option(help="split to tune on (val, or test/train/all)")] = "val",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report without storing the choice")] = False,
     images: ImagesOpt = None,
@@ -332,6 +450,11 @@ def tune_postprocess(
 
     Keeps only the steps that improve validation Dice (as nnU-Net does) and stores them in the run's
     checkpoint config and config.yaml, so predict, evaluate and export use them.
+
+    \b
+    Examples:
+      medseg tune-postprocess runs/isic data/isic
+      medseg tune-postprocess runs/isic data/isic --dry-run
     """
     from medseg.inference.tuning import tune_postprocess as run_tuning
 
@@ -350,7 +473,13 @@ def tune_postprocess(
 # --------------------------------------------------------------------------------- presets / models
 @app.command()
 def presets() -> None:
-    """List the named configurations."""
+    """List the named configurations, and which to choose on a CPU.
+
+    \b
+    Examples:
+      medseg presets
+      medseg train data/isic --preset isic-unet -o runs/unet
+    """
     from medseg.config import describe_presets
 
     table = Table(title="presets (use with --preset NAME)")
@@ -358,24 +487,47 @@ def presets() -> None:
     table.add_column("description")
     for name, desc in describe_presets().items():
         table.add_row(name, desc)
-    console.print(table)
+    _narrow_console().print(table)
+    console.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 6-minute synthetic "
+                  "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
+                  "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
+
+
+def _narrow_console() -> Console:
+    """Tables fit 100 columns (or the terminal, when narrower)."""
+    return Console(width=min(100, console.width), highlight=False)
 
 
 @app.command()
 def models(
-    size: Annotated[int, typer.Option(help="input side (px) for GFLOPs")] = 256,
+    size: Annotated[int, typer.Option(metavar="PX", help="input side (px) for GFLOPs")] = 256,
     classes: Annotated[int, typer.Option(help="output classes (1 = binary)")] = 1,
     arch: Annotated[str | None, typer.Option(help="only this architecture")] = None,
     encoder: Annotated[str | None, typer.Option(help="encoder instead of each architecture's default")] = None,
-    encoders: Annotated[str | None, typer.Option(help="list encoder names matching a glob, e.g. '*convnext*'")] = None,
-    download: Annotated[str | None, typer.Option(help="fetch this encoder's ImageNet weights now (e.g. resnet34, "
-                                                 "tu-convnext_tiny) so that training works offline later")] = None,
-    to: Annotated[Path | None, typer.Option(help="with --download: also save the weights to this file, to copy "
-                                            "to an offline machine and use as --set model.encoder_weights=FILE")]
-    = None,
+    encoders: Annotated[str | None, typer.Option(metavar="PATTERN", help="list encoder names matching a glob, "
+                                                 "e.g. '*convnext*'")] = None,
+    download: Annotated[str | None, typer.Option(metavar="ENCODER", help="fetch this encoder's ImageNet weights "
+                                                 "now (e.g. resnet34, tu-convnext_tiny) so that training works "
+                                                 "offline later")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE", help="with --download: also save "
+                                             "the weights to this file, to copy to an offline machine and use as "
+                                             "--set model.encoder_weights=FILE", show_default=False)] = None,
+    to: Annotated[Path | None, typer.Option("--to", hidden=True, help="deprecated: --out")] = None,
 ) -> None:
-    """List the architectures with parameters and GFLOPs (any SMP encoder or tu-<timm> name works)."""
+    """List the architectures with parameters and GFLOPs (any SMP encoder or tu-<timm> name works).
+
+    \b
+    Examples:
+      medseg models
+      medseg models --arch unet --encoder tu-convnext_tiny --size 512
+      medseg models --download resnet34 -o resnet34.safetensors
+    """
+    from tqdm.auto import tqdm
+
+    from medseg.models.factory import ARCHS
     from medseg.models.summary import architecture_rows, encoder_names
+
+    to = out or to
 
     if download is not None:
         from medseg.models.weights import download_weights
@@ -386,18 +538,23 @@ def models(
                       f"{path if to else 'imagenet'}")
         return
     if to is not None:
-        raise MedsegError("--to only goes with --download ENCODER")
+        raise MedsegError("--out (--to) only goes with --download ENCODER")
     if encoders is not None:
         console.print("\n".join(encoder_names(encoders)) or f"no encoder matches {encoders!r}")
         return
+    names = [arch] if arch is not None else list(ARCHS)
+    rows = [r for name in tqdm(names, desc="building models", unit="arch", leave=False, disable=len(names) == 1)
+            for r in architecture_rows(size, classes, name, encoder)]
     table = Table(title=f"architectures (model.arch) at {size}x{size}, {classes} class(es); GFLOPs count a "
                   "multiply-add as 2")
-    for col in ("arch", "encoder", "params (M)", "GFLOPs", "options (model.*)", "description"):
-        table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs") else "left")
-    for r in architecture_rows(size, classes, arch, encoder):
+    for col in ("arch", "encoder", "params (M)", "GFLOPs", "description; options (model.*)"):
+        table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs") else "left",
+                         overflow="fold")
+    for r in rows:
+        options = f"; options: {r['options']}" if r["options"] else ""
         table.add_row(r["arch"], r["encoder"], str(r.get("parameters_m", "-")), str(r.get("gflops", "-")),
-                      r["options"], r.get("error", r["help"]))
-    console.print(table)
+                      r.get("error", r["help"]) + options)
+    _narrow_console().print(table)
 
 
 # ------------------------------------------------------------------------------------------- serving
@@ -452,14 +609,23 @@ def dicom_listen(
 # --------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for data, run and results")] = Path("runs/demo"),
-    minutes: Annotated[float | None, typer.Option(help="training time budget (default: the demo "
-                                                     "preset's)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="folder for data, run and results")]
+    = Path("runs/demo"),
+    time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="training time "
+                                                       "budget [default: the demo preset's, 4]")] = None,
+    minutes: Annotated[float | None, typer.Option("--minutes", hidden=True, help="deprecated: --time-budget")]
+    = None,
 ) -> None:
-    """Generate synthetic dermoscopy-like data, train, evaluate and write overlays (no download)."""
+    """Generate synthetic dermoscopy-like data, train, evaluate and write overlays (no download).
+
+    \b
+    Examples:
+      medseg demo
+      medseg demo -o /tmp/demo --time-budget 2
+    """
     from medseg.demo import run_demo
 
-    summary = run_demo(out, minutes=minutes)
+    summary = run_demo(out, minutes=time_budget if time_budget is not None else minutes)
     console.print(_metrics_table(summary, f"demo: test split ({summary['n_images']} synthetic images)"))
     console.print(f"data:      {out / 'data'}\nrun:       {out / 'run'} (best.pt, metrics.csv, curves.png)\n"
                   f"results:   {out / 'eval_test'} (per_image.csv, summary.json, overlays/)\n"
@@ -469,7 +635,7 @@ def demo(
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
     try:
-        app()
+        app()  # MedsegGroup.main moves --debug/--version given after the command to the front
     except MedsegError as err:
         if _state["debug"]:
             raise

@@ -7,6 +7,7 @@ resolved config to ``config.yaml`` and embeds it in every checkpoint.
 from __future__ import annotations
 
 import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -315,8 +316,12 @@ def _explain(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             section = _section_for(e["loc"][:-1])
-            valid = ", ".join(section.model_fields) if section else ""
-            msgs.append(f"unknown key {loc!r}; valid keys here: {valid}")
+            names = list(section.model_fields) if section else []
+            msgs.append(f"unknown key {loc!r}{did_you_mean(e['loc'][-1], names)}; valid keys here: {', '.join(names)}")
+        elif e["type"] == "literal_error":
+            expected = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+            msgs.append(f"{loc}: {e.get('input')!r} is not one of {', '.join(expected)}"
+                        f"{did_you_mean(e.get('input'), expected)}")
         else:
             msgs.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
     return "; ".join(msgs)

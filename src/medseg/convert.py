@@ -23,6 +23,7 @@ from medseg.io.dicom import DicomFrame, check_image, decode, read_dataset
 from medseg.io.dicom_series import scan_dicom
 from medseg.io.files import write_text_atomic
 from medseg.io.images import IMAGE_SUFFIXES, read_image, write_png
+from medseg.io.outputs import check_not_input
 from medseg.io.windowing import colour_to_uint8, grey_to_uint8, parse_window, rescale_of
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def convert_dicom(src: str | Path, dst: str | Path, *, window: str | None = None
     if bits not in (8, 16):
         raise MedsegError(f"--bits must be 8 or 16, not {bits}")
     parse_window(window)
+    check_not_input(dst, [src], what="output folder")  # sidecars and PNGs never land among the sources
     scan = scan_dicom(src, dedupe=False)  # every file is converted, re-encoded copies included
     result = ConvertResult(failed=list(scan.failed))
     by_file: dict[Path, list[DicomFrame]] = {}
@@ -147,6 +149,7 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
     from medseg.io.labels import label_kind
 
     labels, reference, out = Path(labels), Path(reference), Path(out)
+    check_not_input(out, [labels, reference], what="output folder")  # masks never replace the images they annotate
     files = _label_files(labels)
     if not files:
         raise DataError(f"no label files in {labels} (looked for DICOM SEG, NRRD, NIfTI and LabelMe JSON)")

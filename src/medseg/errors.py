@@ -6,6 +6,9 @@ and what to do. The CLI prints it without a traceback (``--debug`` shows one).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class MedsegError(Exception):
     """Base class: a problem the user can fix (bad path, bad file, bad config)."""
@@ -29,3 +32,9 @@ class CheckpointError(MedsegError):
 
 class ExportError(MedsegError):
     """An export that cannot be made or that fails its accuracy checks."""
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, did_you_mean
 
 
 class Registry:
@@ -31,7 +31,8 @@ class Registry:
             return self._items[name]
         except KeyError:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; valid names: "
+                f"{', '.join(self.names())}"
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -31,6 +31,7 @@ class CheckReport:
     good: list[Pair]
     problems: list[Problem]
     mask_kinds: dict[str, int]
+    foreground: list[float] = field(default_factory=list)  # share of foreground pixels per readable mask
 
     @property
     def n_fatal(self) -> int:
@@ -56,6 +57,10 @@ class CheckReport:
             lines.append(f"masks: {kinds}")
         if self.mask_kinds.get("label-map"):
             lines.append("label-map masks are read with every value above 0 as foreground")
+        lines += self._split_and_foreground_lines()
+        if self.index.ignored:
+            lines.append("ignored folders (no image or mask used from them): "
+                         + ", ".join(f"{_show(d, self.index.root)}/" for d in self.index.ignored))
         if self.problems:
             by_kind = Counter(p.kind for p in self.problems)
             counts = ", ".join(f"{count} {kind}" for kind, count in sorted(by_kind.items()))
@@ -66,6 +71,24 @@ class CheckReport:
                 lines.append(f"{'error' if p.fatal else 'warning'}: {p.message}")
             if len(shown) < len(ordered):
                 lines.append(f"... and {len(ordered) - max_problems} more")
+        return lines
+
+
+    def _split_and_foreground_lines(self) -> list[str]:
+        lines = []
+        splits = Counter(p.split or "unassigned" for p in self.good)
+        if set(splits) != {"unassigned"}:
+            lines.append("splits: " + ", ".join(f"{n} {s}" for s, n in sorted(splits.items())))
+        else:
+            lines.append("splits: none in the data; training makes a seeded one (data.val_fraction)")
+        if self.foreground:
+            fg = sorted(self.foreground)
+            mean = sum(fg) / len(fg)
+            lines.append(f"foreground: {mean:.1%} of the pixels on average (per mask {fg[0]:.1%} .. {fg[-1]:.1%},"
+                         f" median {fg[len(fg) // 2]:.1%})")
+            if mean > 0.5:
+                lines.append("more than half of the pixels are foreground: if the structure to segment is stored "
+                             "as 0 (ISBI membranes), train with --set data.invert_masks=true")
         return lines
 
 
@@ -97,8 +120,9 @@ def _check_labels(pair: Pair, target: TargetSpec, subject: str, size, root) -> t
     return problems, "palette" if target.palette else "label-map"
 
 
-def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None) -> tuple[list[Problem], str | None]:
-    """Problems of one pair and its mask kind (None when the mask could not be read)."""
+def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None
+                ) -> tuple[list[Problem], str | None, float | None]:
+    """Problems of one pair, its mask kind (None when unreadable) and its foreground fraction."""
     problems: list[Problem] = []
     size = None
     try:
@@ -109,24 +133,24 @@ def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None)
         problems.append(Problem(pair.case_id, pair.image, "unreadable-image",
                                 f"image {pair.image} could not be read ({type(err).__name__}: {err})"))
     if pair.mask is None:
-        return problems, None
+        return problems, None, None
     shown = _show(pair.mask, root)
     subject = f"mask for {pair.case_id} ({shown})"
     if target is not None and target.classes > 1:
         label_problems, kind = _check_labels(pair, target, subject, size, root)
-        return problems + label_problems, kind
+        return problems + label_problems, kind, None
     try:
         binary, info = load_pair_mask(pair, subject)
     except DataError as err:
         problems.append(Problem(pair.case_id, pair.mask, "unreadable-mask", str(err)))
-        return problems, None
+        return problems, None, None
     except Exception as err:  # an odd file must not stop the check of the others
         problems.append(Problem(pair.case_id, pair.mask, "unreadable-mask",
                                 f"{subject} could not be read ({type(err).__name__}: {err})"))
-        return problems, None
+        return problems, None, None
     if binary is None:
         problems.append(Problem(pair.case_id, pair.mask, "bad-mask", info.message))
-        return problems, info.kind
+        return problems, info.kind, None
     if size is not None and binary.shape != (size[1], size[0]):
         h, w = binary.shape
         problems.append(Problem(pair.case_id, pair.mask, "size-mismatch",
@@ -138,7 +162,7 @@ def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None)
         problems.append(Problem(pair.case_id, pair.mask, "empty-mask",
                                 f"{subject} is empty (no foreground pixel); it is used as a negative example",
                                 fatal=False))
-    return problems, info.kind
+    return problems, info.kind, float(binary.mean())
 
 
 def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None = None,
@@ -156,11 +180,14 @@ def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None
     problems = list(index.problems)
     kinds: Counter[str] = Counter()
     good: list[Pair] = []
-    for pair, (pair_problems, kind) in zip(index.pairs, results, strict=True):
+    foreground: list[float] = []
+    for pair, (pair_problems, kind, fraction) in zip(index.pairs, results, strict=True):
         problems.extend(pair_problems)
+        if fraction is not None:
+            foreground.append(fraction)
         if kind is not None:
             kinds[kind] += 1
         if not any(p.fatal for p in pair_problems):
             good.append(pair)
     mask_kinds = {k: kinds[k] for k in MASK_KINDS if kinds[k]}
-    return CheckReport(index, good, problems, mask_kinds)
+    return CheckReport(index, good, problems, mask_kinds, foreground)

@@ -78,6 +78,7 @@ class DataIndex:
     layout: str
     pairs: list[Pair]
     problems: list[Problem] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)  # sub-folders of root that hold no used file
 
 
 def _image_files(folder: Path, extra: tuple[str, ...] = ()) -> list[Path]:
@@ -291,7 +292,16 @@ def find_pairs(root: str | Path | None = None, *, images: str | Path | None = No
         layout += " + split.csv"
     pairs.sort(key=lambda p: (p.case_id, str(p.image)))
     problems.sort(key=lambda q: (q.case_id, str(q.path), q.kind))
-    return DataIndex(root, layout, pairs, problems)
+    return DataIndex(root, layout, pairs, problems, _ignored_folders(root, pairs))
+
+
+def _ignored_folders(root: Path | None, pairs: list[Pair]) -> list[Path]:
+    """Sub-folders of ``root`` (not hidden) that hold none of the pairs' files (DRIVE's ``fov_masks/``)."""
+    if root is None or not root.is_dir():
+        return []
+    used = {parent.resolve() for p in pairs for f in (p.image, p.mask) if f is not None
+            for parent in Path(f).parents}
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.resolve() not in used)
 
 
 def _drop_duplicate_ids(pairs: list[Pair], problems: list[Problem]) -> tuple[list[Pair], list[Problem]]:

@@ -15,6 +15,7 @@ from medseg.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
+DATA_SOURCE_FILE = "data_source.json"
 
 
 @dataclass
@@ -85,3 +86,26 @@ def pairs_for_split(report: CheckReport, split: str, run_dir: Path | None) -> li
         raise DataError(f"no images in split {split!r}; splits present: "
                         f"{sorted({p.split for p in pairs if p.split})}")
     return chosen
+
+
+def record_data_source(run_dir: Path, **paths) -> None:
+    """Write the data arguments of a training run (absolute paths) to ``RUN/data_source.json``."""
+    import json
+
+    from medseg.io.files import write_text_atomic
+
+    absolute = {k: str(Path(v).resolve()) for k, v in paths.items() if v is not None}
+    write_text_atomic(run_dir / DATA_SOURCE_FILE, json.dumps(absolute, indent=2) + "\n")
+
+
+def recorded_data_source(run_dir: Path) -> dict[str, str]:
+    """The data arguments recorded by :func:`record_data_source` (``{}`` when the run has none)."""
+    import json
+
+    path = run_dir / DATA_SOURCE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str)}
+    except (ValueError, AttributeError):
+        return {}

@@ -45,6 +45,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"run folder {path} holds no {BEST} or {LAST}; train a model into it first")
     if path.is_file():
         return path
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; give a run folder (from medseg train) or a checkpoint "
+                              "file (.pt) or an exported .onnx file")
     raise CheckpointError(f"{path} is neither a run folder nor a checkpoint file")
 
 

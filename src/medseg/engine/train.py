@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, save_config
 from medseg.data.dataset import SegmentationDataset, class_balanced_weights, class_pixel_counts
-from medseg.data.prepare import discover_and_check, split_for_training
+from medseg.data.prepare import discover_and_check, record_data_source, split_for_training
 from medseg.data.readers import TargetSpec
 from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medseg.engine.estimate import DurationEstimate
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
 from medseg.engine.schedule import LrSchedule
@@ -115,12 +116,9 @@ def train(
     """
     out = Path(out)
     resume_state = None
-    if not resume and (out / LAST).exists():
-        if not overwrite:
-            raise CheckpointError(f"run folder {out} already holds a run; use --resume to continue it, "
-                                  "--overwrite to start again, or another --out")
-        for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
-            (out / name).unlink(missing_ok=True)
+    if not resume and (out / LAST).exists() and not overwrite:
+        raise CheckpointError(f"run folder {out} already holds a run; use --resume to continue it, "
+                              "--overwrite to start again, or another --out")
     if resume:
         if not (out / LAST).is_file():
             raise CheckpointError(f"cannot resume: {out / LAST} does not exist")
@@ -128,14 +126,20 @@ def train(
         cfg = build_config(base=resume_state["config"], overrides=overrides)
     else:
         cfg = config or build_config(preset or ("default" if not config_file else None), config_file, overrides)
-    out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
+    # every name (architecture, encoder, options) is checked here, before any data is read
+    model = create_model(cfg.model, load_weights=False)
 
-    # ---- data: find, check, split, cache
+    # ---- data: find, check, split, cache; the run folder is made only once the data is usable
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress,
                                 target=TargetSpec.from_config(cfg))
+    if overwrite and not resume:
+        for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
+    record_data_source(out, data=data, images=images, masks=masks, manifest=manifest)
     if report.n_fatal:
         log.warning("training on %d pairs, skipping %d with errors (listed above and in %s)", len(report.good),
                     report.n_fatal, out / "data_report.txt")
@@ -162,7 +166,6 @@ def train(
 
     # ---- model, loss, optimiser, runtime
     rt = resolve_runtime(cfg.train.precision, cfg.train.channels_last)
-    model = create_model(cfg.model, load_weights=False)
     if resume_state is None:  # record what was really loaded ('auto' may fall back to none)
         cfg.model.encoder_weights = load_encoder_weights(model, cfg.model)
     model.to(rt.device, memory_format=rt.memory_format())
@@ -194,6 +197,8 @@ def train(
     mean_std = cfg.data.mean_std
     session_start, val_seconds, stop_reason = time.monotonic(), 0.0, "epochs done"
     last_saved = session_start
+    estimate = (DurationEstimate(total_steps - st["step"], cfg.train.epochs - st["epoch"])
+                if budget is None and rt.device.type == "cpu" else None)
 
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
         plan = plan_epoch(cfg, epoch, n_train)
@@ -228,9 +233,13 @@ def train(
             st["step"] += 1
             seen += len(x)
             loss_sum += loss.item() * len(x)
+            if estimate is not None and (hint := estimate.step()):
+                log.warning("%s", hint)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", best_val_dice=f"{max(st['best_dice'], 0):.4f}",
                             lr=f"{lr:.1e}")
         train_seconds = time.monotonic() - t0
+        if estimate is not None and (hint := estimate.epoch_end()):
+            log.warning("%s", hint)
         v0 = time.monotonic()
         val_loss, val_dice = validate_epoch(model, val_loader, criterion, rt, mean_std, cfg.infer.threshold)
         val_seconds = time.monotonic() - v0

@@ -23,11 +23,13 @@ from medseg.data.geometry import letterbox, unletterbox
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.runtime import Runtime, resolve_runtime
 from medseg.errors import MedsegError
+from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.sliding import choose_mode, sliding_predict
 from medseg.inference.tta import MemberStats, TTAPlan, channels_last, flip_members, model_side
 from medseg.io.images import IMAGE_SUFFIXES, read_image, write_png
+from medseg.io.outputs import check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,13 @@ class Predictor:
     def postprocess(self) -> Postprocess:
         return Postprocess.from_config(self.config.infer)
 
+    def __repr__(self) -> str:
+        m, k = self.config.model, self.config.model.classes
+        classes = "binary" if k == 1 else f"{k} classes"
+        backend = self.backend.describe()
+        return (f"Predictor({m.arch}/{m.encoder}, {classes}, input {self.size}x{self.size} letterboxed, "
+                f"threshold {self.threshold:g}, {backend}, from {self.source or '?'})")
+
     def describe(self) -> str:
         tta = f", TTA x{self.plan.members(self.backend.flips)}" if self.plan.members(self.backend.flips) > 1 else ""
         return f"{self.backend.describe()}{tta}; {self.postprocess.describe()}"
@@ -158,20 +167,41 @@ class Predictor:
             out = [(crf_refine(img, p) if p.ndim == 2 else p, u) for img, (p, u) in zip(images, out, strict=True)]
         return out
 
-    def predict_proba_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Probability maps (float32, each image's own HxW; HxWxC for several classes) for RGB uint8 images."""
-        return [p for p, _ in self.predict_batch([self._as_array(img) for img in images])]
+    def predict_proba_batch(self, images: list[np.ndarray | str | Path], *, channel_order: str = "rgb"
+                            ) -> list[np.ndarray]:
+        """Probability maps (float32, each image's own HxW; HxWxC for several classes), one per image.
 
-    def predict_proba(self, image: np.ndarray | str | Path) -> np.ndarray:
-        return self.predict_proba_batch([self._as_array(image)])[0]
+        Each image is a file path or an array following the contract of :meth:`predict`.
+        """
+        return [p for p, _ in self.predict_batch([self._as_array(img, channel_order) for img in images])]
 
-    def predict_with_uncertainty(self, image: np.ndarray | str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def predict_proba(self, image: np.ndarray | str | Path, *, channel_order: str = "rgb") -> np.ndarray:
+        """Foreground probability (HxW float32 in [0, 1]; HxWxC for several classes) at the input's size."""
+        return self.predict_proba_batch([image], channel_order=channel_order)[0]
+
+    def predict_with_uncertainty(self, image: np.ndarray | str | Path, *, channel_order: str = "rgb"
+                                 ) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, per-pixel standard deviation over the TTA members); uncertainty needs TTA on."""
-        return self.predict_batch([self._as_array(image)], uncertainty=True)[0]
+        return self.predict_batch([self._as_array(image, channel_order)], uncertainty=True)[0]
 
-    def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
-        """Mask at the input's own size: uint8 0/255 (one class) or class indices (several classes)."""
-        return self.to_mask(self.predict_proba(image))
+    def predict(self, image: np.ndarray | str | Path, *, channel_order: str = "rgb") -> np.ndarray:
+        """The mask of one image, at the image's own size.
+
+        ``image`` is a file path (any format :func:`medseg.io.images.read_image` reads, DICOM included)
+        or a numpy array:
+
+        - shape ``(H, W)`` or ``(H, W, 1)`` grey, ``(H, W, 3)`` colour, ``(H, W, 4)`` colour + alpha
+          (dropped);
+        - dtype uint8 (0..255), uint16 (scaled by its own min..max, as 16-bit files are read) or float
+          in [0, 1] (scaled by 255);
+        - colour order RGB, or ``channel_order="bgr"`` for OpenCV arrays (the order cannot be detected).
+
+        Anything else (floats outside [0, 1], NaN, bool, other integer dtypes or shapes) raises
+        :class:`~medseg.errors.MedsegError` saying what to pass instead (:mod:`medseg.inference.arrays`).
+
+        Returns an HxW uint8 array: 0/255 for a binary model, class indices 0..K-1 for K classes.
+        """
+        return self.to_mask(self.predict_proba(image, channel_order=channel_order))
 
     def to_mask(self, proba: np.ndarray) -> np.ndarray:
         """Threshold + post-processing (one class: uint8 0/255), or argmax class indices (several)."""
@@ -180,15 +210,10 @@ class Predictor:
         return np.where(self.postprocess(proba), 255, 0).astype(np.uint8)
 
     @staticmethod
-    def _as_array(image: np.ndarray | str | Path) -> np.ndarray:
+    def _as_array(image: np.ndarray | str | Path, channel_order: str = "rgb") -> np.ndarray:
         if isinstance(image, (str, Path)):
             return read_image(Path(image))
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise MedsegError(f"expected an HxW or HxWx3 image array, got shape {arr.shape}")
-        return np.ascontiguousarray(arr[..., :3]).astype(np.uint8, copy=False)
+        return as_rgb_uint8(image, channel_order)
 
     # ------------------------------------------------------------------ streaming over files
     def iter_results(self, files: Iterable[Path], *, batch_size: int | None = None, uncertainty: bool = False,
@@ -240,11 +265,13 @@ class Predictor:
         """
         files = list_images(Path(source))
         out_dir = Path(out_dir)
+        check_outputs([item for plan in output_plan(files, out_dir, overlay=overlay, uncertainty=uncertainty)
+                       for item in plan], what="output")
         result = FolderResult()
 
-        def failed(path: Path, message: str) -> None:
+        def failed(path: Path, message: str) -> None:  # the caller reports result.failed (once)
             result.failed.append((path, message))
-            log.warning("skipped %s", message)
+            log.debug("skipped %s", message)
 
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         max_pending = 2 * self.config.infer.batch_size
@@ -274,6 +301,22 @@ class Predictor:
             write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask, colours=colours))
         if r.uncertainty is not None:
             write_png(target.with_name(f"{r.path.stem}_uncertainty.png"), uncertainty_image(r.uncertainty))
+
+
+def output_plan(files: list[Path], out_dir: Path, *, overlay: bool = False, uncertainty: bool = False
+                ) -> list[list[tuple[Path, Path]]]:
+    """What :meth:`Predictor.predict_folder` writes for each file: ``[(input, mask), ...]`` and, when
+    asked, ``[(input, overlay), ...]`` and ``[(input, uncertainty map), ...]``.
+
+    Masks are ``<stem>.png``; pass each list to :func:`medseg.io.outputs.check_outputs` before
+    writing, so that no input is overwritten and no two inputs share an output.
+    """
+    plans = [[(f, out_dir / f"{f.stem}.png") for f in files]]
+    if overlay:
+        plans.append([(f, out_dir / f"{f.stem}_overlay.png") for f in files])
+    if uncertainty:
+        plans.append([(f, out_dir / f"{f.stem}_uncertainty.png") for f in files])
+    return plans
 
 
 def uncertainty_image(std: np.ndarray) -> np.ndarray:

@@ -97,7 +97,7 @@ def _unet_decode_levels(decoder: nn.Module, features: list[torch.Tensor]) -> tup
 def build_smp(arch: str, *, encoder: str, in_channels: int, classes: int, attention: str = "none",
               deep_supervision: bool = False, edge_head: bool = False, **smp_kwargs) -> SMPSegmenter:
     """Build SMP architecture ``arch`` (a key of :data:`SMP_ARCHS`) with random weights."""
-    from medseg.errors import ConfigError
+    from medseg.errors import ConfigError, did_you_mean
 
     smp = smp_module()
     if arch == "dpt":
@@ -105,8 +105,12 @@ def build_smp(arch: str, *, encoder: str, in_channels: int, classes: int, attent
             raise ConfigError(f"dpt needs a ViT encoder from timm (e.g. tu-vit_small_patch16_224), not {encoder!r}")
         smp_kwargs.setdefault("dynamic_img_size", True)  # any input size, not only the pretraining size
     elif encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
-        raise ConfigError(f"unknown encoder {encoder!r} for {arch}; use an SMP encoder "
-                          "(e.g. resnet34, efficientnet-b0, mobilenet_v2) or tu-<timm model name>")
+        hint = did_you_mean(encoder, smp.encoders.get_encoder_names())
+        raise ConfigError(f"unknown encoder {encoder!r} for {arch}{hint}; use an SMP encoder "
+                          "(e.g. resnet34, efficientnet-b0, mobilenet_v2) or tu-<timm model name> "
+                          "(medseg models --encoders PATTERN lists them)")
+    if encoder.startswith("tu-"):
+        check_timm_name(encoder)
     cls = getattr(smp, SMP_ARCHS[arch][0])
     try:
         model = cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes,
@@ -115,3 +119,17 @@ def build_smp(arch: str, *, encoder: str, in_channels: int, classes: int, attent
         raise ConfigError(f"{arch} cannot be built with encoder {encoder!r}: {err}") from None
     return SMPSegmenter(arch, model, classes=classes, attention=attention, deep_supervision=deep_supervision,
                         edge_head=edge_head)
+
+
+def check_timm_name(encoder: str) -> None:
+    """ConfigError with a did-you-mean when ``tu-<name>`` is not a timm model."""
+    import timm
+
+    from medseg.errors import ConfigError, did_you_mean
+
+    name = encoder[3:]
+    if not timm.is_model(name):
+        hint = did_you_mean(name, timm.list_models())
+        hint = hint.replace("mean '", "mean 'tu-") if hint else ""
+        raise ConfigError(f"unknown timm encoder {encoder!r}{hint}; `medseg models --encoders '*{name[:4]}*'` "
+                          "lists the names")
