@@ -34,7 +34,7 @@ def test_help_lists_commands_and_options():
         (["train", "/nonexistent/folder", "--out", "x"], "does not exist"),
         (["train", ".", "--preset", "nope"], "unknown preset 'nope'"),
         (["train", ".", "--set", "train.epoch=3"], "unknown key 'train.epoch'"),
-        (["predict", "/nonexistent/run", "."], "neither a run folder nor a checkpoint"),
+        (["predict", "/nonexistent/run", "."], "/nonexistent/run does not exist"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):

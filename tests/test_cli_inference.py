@@ -28,7 +28,7 @@ def invoke(*args: str):
 @pytest.mark.parametrize("command", ["export", "tune-postprocess", "predict"])
 def test_help_describes_every_option(command):
     out = invoke(command, "--help")
-    for option in {"export": ["--int8", "--tta", "--out", "--data", "--calibration", "--format"],
+    for option in {"export": ["--int8", "--tta", "--out", "DATA", "--calibration", "--format"],
                    "tune-postprocess": ["--split", "--dry-run"],
                    "predict": ["--tta", "--uncertainty", "--threshold"]}[command]:
         assert option in out

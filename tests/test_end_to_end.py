@@ -69,7 +69,7 @@ def test_load_accepts_checkpoint_file_and_rejects_junk(tiny_run, tmp_path):
     a = medseg.load(tiny_run).predict_proba(image)
     b = medseg.load(tiny_run / "best.pt").predict_proba(image)
     np.testing.assert_array_equal(a, b)
-    with pytest.raises(CheckpointError, match="neither a run folder nor a checkpoint"):
+    with pytest.raises(CheckpointError, match="missing does not exist"):
         medseg.load(tmp_path / "missing")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="cannot be read"):

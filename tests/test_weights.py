@@ -95,4 +95,4 @@ def test_download_ahead_for_offline_use(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["models", "--download", "resnet18"])  # main() turns these into exit 2
     assert isinstance(result.exception, WeightsError) and "cannot be reached" in str(result.exception)
     result = CliRunner().invoke(app, ["models", "--to", str(tmp_path / "x.pth")])
-    assert "--to only goes with --download" in str(result.exception)
+    assert "only goes with --download" in str(result.exception)

@@ -108,7 +108,7 @@ def data_check(
     \b
     Examples:
       medseg data check data/isic
-      medseg data check --images ISIC2018_Task1-2_Training_Input --masks ISIC2018_Task1_Training_GroundTruth
+      medseg data check --images isic/Training_Input --masks isic/Training_GroundTruth
       medseg data check data/drive/manifest.csv
     """
     from medseg.data.check import check_pairs
@@ -376,8 +376,8 @@ def predict(
         result = predictor.predict_folder(input, out, overlay=overlay, uncertainty=uncertainty)
     written = f"wrote {len(result.written)} masks to {out}" if result.written else "wrote no masks"
     console.print(f"{written} ({predictor.describe()})", markup=False)
-    for path, message in result.failed:
-        console.print(f"skipped {path.name}: {message}", markup=False)
+    for _, message in result.failed:  # the message names the file
+        console.print(f"skipped: {message}", markup=False)
     if result.failed and not result.written:
         raise typer.Exit(1)
 
@@ -495,7 +495,9 @@ def presets() -> None:
 
 def _narrow_console() -> Console:
     """Tables fit 100 columns (or the terminal, when narrower)."""
-    return Console(width=min(100, console.width), highlight=False)
+    import shutil
+
+    return Console(width=min(100, shutil.get_terminal_size((100, 24)).columns), highlight=False)
 
 
 @app.command()

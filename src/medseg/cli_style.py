@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 GLOBAL_FLAGS = ("--debug", "--version")
@@ -32,7 +31,7 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return found + rest + args[end:]
 
 
-def _no_type(ctx: click.Context) -> None:
+def _no_type(ctx: Any) -> None:
     return None
 
 
@@ -44,7 +43,7 @@ def _usage_name(param: TyperArgument):
     return name
 
 
-def plain_metavars(command: click.Command) -> None:
+def plain_metavars(command: Any) -> None:
     """Give every argument and valued option of ``command`` (and its sub-commands) a plain metavar.
 
     Flags (``--overlay``) show no type and no ``[default: False]``: absent means off.

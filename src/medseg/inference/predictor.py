@@ -22,7 +22,7 @@ from medseg.config import Config, build_config, validate
 from medseg.data.geometry import letterbox, unletterbox
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.runtime import Runtime, resolve_runtime
-from medseg.errors import MedsegError
+from medseg.errors import CheckpointError, MedsegError
 from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
@@ -87,6 +87,9 @@ class Predictor:
         """
         path = Path(path)
         if path.suffix.lower() == ".onnx":
+            if not path.is_file():
+                raise CheckpointError(f"{path} does not exist; give a run folder, a checkpoint or an exported "
+                                      ".onnx file")
             backend: TorchBackend | OnnxBackend = OnnxBackend(path, threads=threads)
             cfg, source = backend.config, str(path)
         else:
