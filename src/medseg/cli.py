@@ -145,12 +145,12 @@ def data_fingerprint(
 ) -> None:
     """Describe a dataset in figures: sizes, modality, spacing, intensities, classes, object sizes and widths.
 
-    The structure width (median medial-axis width of the labelled structures) tells whether images can be shrunk to a fixed size or thin structures need native resolution.
+    The structure width (median medial-axis width of the labelled structures) tells whether images can be
+    shrunk to a fixed size or thin structures need native resolution.
 
+    \b
     Examples:
-
       medseg data fingerprint data/isic
-
       medseg data fingerprint data/drive --manifest data/drive/manifest.csv -o drive_fingerprint.json
     """
     import json
