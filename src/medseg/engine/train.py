@@ -197,6 +197,12 @@ def train(
     mean_std = cfg.data.mean_std
     session_start, val_seconds, stop_reason = time.monotonic(), 0.0, "epochs done"
     last_saved = session_start
+    def say(message: str) -> None:  # above the progress bar, not inside it
+        if progress:
+            tqdm.write(f"note: {message}")
+        else:
+            log.warning("%s", message)
+
     estimate = (DurationEstimate(total_steps - st["step"], cfg.train.epochs - st["epoch"])
                 if budget is None and rt.device.type == "cpu" else None)
 
@@ -234,12 +240,12 @@ def train(
             seen += len(x)
             loss_sum += loss.item() * len(x)
             if estimate is not None and (hint := estimate.step()):
-                log.warning("%s", hint)
+                say(hint)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", best_val_dice=f"{max(st['best_dice'], 0):.4f}",
                             lr=f"{lr:.1e}")
         train_seconds = time.monotonic() - t0
         if estimate is not None and (hint := estimate.epoch_end()):
-            log.warning("%s", hint)
+            say(hint)
         v0 = time.monotonic()
         val_loss, val_dice = validate_epoch(model, val_loader, criterion, rt, mean_std, cfg.infer.threshold)
         val_seconds = time.monotonic() - v0
