@@ -438,8 +438,8 @@ def export(
 @app.command("tune-postprocess")
 def tune_postprocess(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint (the choice is stored in it)")],
-    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks",
-                                                show_default=False)] = None,
+    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks [default: the data the "
+                                                "run was trained on]", show_default=False)] = None,
     split: Annotated[str, typer.Option(help="split to tune on (val, or test/train/all)")] = "val",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report without storing the choice")] = False,
     images: ImagesOpt = None,
@@ -456,9 +456,11 @@ def tune_postprocess(
       medseg tune-postprocess runs/isic data/isic
       medseg tune-postprocess runs/isic data/isic --dry-run
     """
+    from medseg.data.prepare import data_or_recorded
     from medseg.inference.tuning import tune_postprocess as run_tuning
 
-    result = run_tuning(run, data, split=split, images=images, masks=masks, manifest=manifest, store=not dry_run)
+    given = data_or_recorded(run, data, images, masks, manifest)
+    result = run_tuning(run, given.pop("data"), split=split, **given, store=not dry_run)
     table = Table(title=f"post-processing on {split} ({result['n_images']} images)")
     for col in ("step", "setting", "Dice", "kept"):
         table.add_column(col)

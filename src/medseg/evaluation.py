@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 
 from medseg.config import label_names
 from medseg.data.layouts import Pair
-from medseg.data.prepare import discover_and_check, pairs_for_split, recorded_data_source
+from medseg.data.prepare import data_or_recorded, discover_and_check, pairs_for_split
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
-from medseg.errors import DataError, MedsegError
+from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
 from medseg.io.images import write_png
 from medseg.io.outputs import check_outputs
@@ -85,13 +85,8 @@ def evaluate(
     run = Path(run)
     predictor = predictor or Predictor.load(run, overrides=overrides)
     run_dir = run if run.is_dir() else run.parent
-    if data is None and images is None and manifest is None:
-        recorded = recorded_data_source(run_dir)
-        if not recorded:
-            raise DataError(f"no data given and {run_dir} records none (runs from older versions); pass the "
-                            "data folder: medseg evaluate RUN DATA")
-        data, images, masks, manifest = (recorded.get(k) for k in ("data", "images", "masks", "manifest"))
-        log.info("evaluating on the data the run was trained on: %s", data or images or manifest)
+    given = data_or_recorded(run, data, images, masks, manifest)
+    data, images, masks, manifest = (given[k] for k in ("data", "images", "masks", "manifest"))
     out = Path(out) if out else run_dir / f"eval_{split}"
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
     read = [f for p in report.index.pairs for f in (p.image, p.mask) if f is not None]

@@ -109,3 +109,17 @@ def recorded_data_source(run_dir: Path) -> dict[str, str]:
         return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str)}
     except (ValueError, AttributeError):
         return {}
+
+
+def data_or_recorded(run: str | Path, data=None, images=None, masks=None, manifest=None) -> dict:
+    """The data arguments given, or (none given) those recorded in the run folder; DataError when neither."""
+    if data is not None or images is not None or manifest is not None:
+        return {"data": data, "images": images, "masks": masks, "manifest": manifest}
+    run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+    recorded = recorded_data_source(run_dir)
+    if not recorded:
+        raise DataError(f"no data given and {run_dir} records none (runs from older versions); pass the data "
+                        "folder as DATA")
+    log.info("using the data the run was trained on: %s", recorded.get("data") or recorded.get("images")
+             or recorded.get("manifest"))
+    return {k: recorded.get(k) for k in ("data", "images", "masks", "manifest")}
