@@ -489,10 +489,11 @@ def presets() -> None:
     table.add_column("description")
     for name, desc in describe_presets().items():
         table.add_row(name, desc)
-    _narrow_console().print(table)
-    console.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 6-minute synthetic "
-                  "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
-                  "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
+    narrow = _narrow_console()
+    narrow.print(table)
+    narrow.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 6-minute synthetic "
+                 "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
+                 "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
 
 
 def _narrow_console() -> Console:

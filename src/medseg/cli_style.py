@@ -54,6 +54,8 @@ def plain_metavars(command: Any) -> None:
                 param.metavar = (param.name or "value").upper()
             param.display_type_rich = _no_type  # the name says it: RUN, DATA, not "RUN <path>"
             param._usage_display_name = _usage_name(param)
+            if param.hidden:  # a deprecated positional stays out of the usage line too
+                param.get_usage_pieces = lambda ctx: []
         elif isinstance(param, TyperOption):
             if param.is_flag and not param.secondary_opts and not param.default:
                 param.show_default = False
