@@ -565,7 +565,7 @@ def models(
 # ------------------------------------------------------------------------------------------- serving
 @app.command("dicom-listen")
 def dicom_listen(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="run folder, checkpoint, or exported .onnx file")],
+    model: Annotated[Path, typer.Argument(metavar="RUN", help="run folder, checkpoint, or exported .onnx file")],
     ae_title: Annotated[str, typer.Option("--ae-title", metavar="AE", help="this node's AE title (the called "
                                           "AE title must match)")] = "MEDSEG",
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 11112,
@@ -599,7 +599,7 @@ def dicom_listen(
     Examples:
       medseg dicom-listen runs/ct --ae-title MEDSEG --port 11112 --out segs/
       medseg dicom-listen runs/ct --host 0.0.0.0 --allow-calling PACS --forward PACS@10.0.0.5:104
-      medseg dicom-listen model.onnx --forward ARCHIVE@pacs.local:11112 --idle-seconds 30 --spool /var/spool/medseg
+      medseg dicom-listen model.onnx --forward ARCHIVE@pacs.local:11112 --idle-seconds 30
     """
     from medseg.serve.dicom_node import NodeSettings, listen
     from medseg.serve.forwarder import Destination
