@@ -50,13 +50,14 @@ def test_read_image_palette_is_converted(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "p.png"), np.asarray(im.convert("RGB")))
 
 
-def test_read_image_16bit_is_scaled_by_its_own_range(tmp_path):
+def test_read_image_16bit_is_scaled_by_its_bit_depth_not_its_own_range(tmp_path):
     a = np.linspace(1000, 3000, 16 * 24).reshape(16, 24).astype(np.uint16)
     Image.fromarray(a).save(tmp_path / "u16.png")
     out = read_image(tmp_path / "u16.png")
     assert out.shape == (16, 24, 3)
-    assert out.min() == 0 and out.max() == 255
-    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    assert out[0, 0, 0] == round(1000 / 257) and out[-1, -1, 0] == round(3000 / 257)
+    Image.fromarray((a // 2).astype(np.uint16)).save(tmp_path / "half.png")  # another image of the study
+    np.testing.assert_array_equal(read_image(tmp_path / "half.png")[..., 0], np.rint((a // 2) / 257).astype(np.uint8))
 
 
 @pytest.mark.parametrize("reader", [read_image, read_mask])

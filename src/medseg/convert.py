@@ -43,6 +43,22 @@ def anonymous_uid(uid: str) -> str:
     return "2.25." + str(int(hashlib.sha256(str(uid).encode()).hexdigest()[:32], 16))
 
 
+def claim_outputs(targets: list[Path], source: Path, claimed: dict[Path, Path]) -> str | None:
+    """Reserve ``targets`` for ``source``; a sentence naming both inputs when another input has one.
+
+    Two inputs that map to one output name (``scan.dcm`` and an extension-less ``scan`` in one folder)
+    would silently overwrite each other: the first keeps the name and the second is refused.
+    """
+    for target in targets:
+        other = claimed.get(target)
+        if other is not None and other != source:
+            return (f"{source} and {other} would both be written as {target.name}; the second is skipped "
+                    "(rename one of them)")
+    for target in targets:
+        claimed[target] = source
+    return None
+
+
 def _out_path(frame: DicomFrame, src: Path, dst: Path, suffix: str) -> Path:
     rel = frame.path.parent.relative_to(src) if src.is_dir() else Path()
     return dst / rel / f"{frame.name}{suffix}"
@@ -92,8 +108,13 @@ def convert_dicom(src: str | Path, dst: str | Path, *, window: str | None = None
     by_file: dict[Path, list[DicomFrame]] = {}
     for f in scan.frames:
         by_file.setdefault(f.path, []).append(f)
+    claimed: dict[Path, Path] = {}
     for path, frames in by_file.items():
         try:
+            clash = claim_outputs([_out_path(f, src, dst, ".png") for f in frames], path, claimed)
+            if clash:
+                result.failed.append((path, clash))
+                continue
             ds = read_dataset(path)
             check_image(ds, path)
             pixels = decode(ds, path)
@@ -164,7 +185,7 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
 
 
 def _convert_volumes(files: list[Path], reference: Path, out: Path, result: ConvertResult) -> None:
-    from medseg.io.labels import class_names, labels_for_frame
+    from medseg.io.labels import class_names, labels_for_series
 
     scan = scan_dicom(reference)
     result.failed += scan.failed
@@ -177,31 +198,44 @@ def _convert_volumes(files: list[Path], reference: Path, out: Path, result: Conv
         except DataError as err:
             result.failed.append((p, str(err)))
     done: dict[DicomFrame, Path] = {}
+    claimed: dict[Path, Path] = {}
+    series: dict[str, list[DicomFrame]] = {}
+    for frame in scan.frames:
+        series.setdefault(frame.series_instance_uid, []).append(frame)
     for path, classes in names.items():
         binary = set(classes) <= {1}
-        covered, errors = 0, []
-        for frame in scan.frames:
+        covered, errors, empty = 0, [], 0
+        for frames in series.values():
             try:
-                labels = labels_for_frame(path, frame)
+                per_frame = labels_for_series(path, frames)
             except DataError as err:
                 errors.append(str(err))
                 continue
-            if labels is None:
-                continue
-            covered += 1
-            if frame in done:
-                result.notes.append(f"{frame.path.name} is covered by {done[frame].name} and {path.name}; "
-                                    f"the first is kept")
-                continue
-            target = _out_path(frame, reference, out, ".png")
-            write_png(target, (labels > 0).astype(np.uint8) * 255 if binary else labels)
-            done[frame] = path
-            result.written.append(target)
+            for frame, labels in zip(frames, per_frame, strict=True):
+                if labels is None:
+                    continue
+                covered += 1
+                if frame in done:
+                    result.notes.append(f"{frame.path.name} is covered by {done[frame].name} and {path.name}; "
+                                        f"the first is kept")
+                    continue
+                target = _out_path(frame, reference, out, ".png")
+                clash = claim_outputs([target], frame.path, claimed)
+                if clash:
+                    result.failed.append((path, clash))
+                    continue
+                empty += not labels.any()
+                write_png(target, (labels > 0).astype(np.uint8) * 255 if binary else labels)
+                done[frame] = path
+                result.written.append(target)
         if errors:
-            more = f" (and {len(errors) - 1} more frames)" if len(errors) > 1 else ""
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             result.failed.append((path, errors[0] + more))
         if covered == 0 and not errors:
             result.notes.append(f"{path} covers none of the {len(scan.frames)} DICOM frames in {reference}")
+        elif empty:
+            result.notes.append(f"{path.name}: {empty} of {covered} frames have no label (outside its extent or "
+                                "unlabelled) and got empty masks")
         if not binary:
             write_text_atomic(out / "classes.json", json.dumps({str(k): v for k, v in classes.items()}, indent=2))
     missing = len(scan.frames) - len(done)
@@ -215,6 +249,9 @@ def _convert_volumes(files: list[Path], reference: Path, out: Path, result: Conv
 
 
 def _convert_labelme(files: list[Path], reference: Path, out: Path, result: ConvertResult) -> None:
+    """One mask per annotated image. Several LabelMe files for one image (a copy made while annotating)
+    are merged: their shapes are drawn into one mask in file-name order (later shapes over earlier
+    ones), and a note names the files."""
     from medseg.io.labels import read_labelme
 
     names = set()
@@ -226,8 +263,10 @@ def _convert_labelme(files: list[Path], reference: Path, out: Path, result: Conv
     classes = {name: i + 1 for i, name in enumerate(sorted(names))}
     images = {p.stem: p for p in (reference.rglob("*") if reference.is_dir() else [reference])
               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {".dcm"}}
-    for p in files:
-        if any(f == p for f, _ in result.failed):
+    bad = {f for f, _ in result.failed}
+    by_image: dict[Path, list[Path]] = {}
+    for p in sorted(files):
+        if p in bad:
             continue
         doc = json.loads(p.read_text(encoding="utf-8"))
         stem = Path(str(doc.get("imagePath") or p.stem).replace("\\", "/")).stem
@@ -235,15 +274,31 @@ def _convert_labelme(files: list[Path], reference: Path, out: Path, result: Conv
         if image is None:
             result.failed.append((p, f"LabelMe file {p} annotates {stem}, which is not in {reference}"))
             continue
-        labels, _ = read_labelme(p, classes)
-        h, w = read_image(image).shape[:2]
-        if labels.shape != (h, w):
-            result.failed.append((p, f"LabelMe file {p} is for a {labels.shape[1]}x{labels.shape[0]} image but "
-                                     f"{image.name} is {w}x{h}"))
+        by_image.setdefault(image, []).append(p)
+    for image, jsons in by_image.items():
+        try:
+            h, w = read_image(image).shape[:2]
+        except DataError as err:
+            result.failed += [(p, f"LabelMe file {p}: its image cannot be read ({err})") for p in jsons]
             continue
+        merged = np.zeros((h, w), np.uint8)
+        used = []
+        for p in jsons:
+            labels, _ = read_labelme(p, classes)
+            if labels.shape != (h, w):
+                result.failed.append((p, f"LabelMe file {p} is for a {labels.shape[1]}x{labels.shape[0]} image but "
+                                         f"{image.name} is {w}x{h}"))
+                continue
+            merged = np.where(labels > 0, labels, merged)
+            used.append(p)
+        if not used:
+            continue
+        if len(used) > 1:
+            result.notes.append(f"{image.name} is annotated by {len(used)} LabelMe files "
+                                f"({', '.join(p.name for p in used)}); their shapes are merged into one mask")
         rel = image.parent.relative_to(reference) if reference.is_dir() else Path()
         target = out / rel / f"{image.stem}.png"
-        write_png(target, labels * 255 if len(classes) == 1 else labels)
+        write_png(target, merged * 255 if len(classes) == 1 else merged)
         result.written.append(target)
     if len(classes) > 1:
         write_text_atomic(out / "classes.json", json.dumps({str(v): k for k, v in classes.items()}, indent=2))

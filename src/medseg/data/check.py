@@ -3,8 +3,9 @@
 Fatal problems (the pair cannot be trained on): ``unreadable-image``, ``unreadable-mask`` (truncated,
 corrupt or not an image), ``bad-mask`` (RGB colours, continuous grey), ``size-mismatch``, plus the
 index's own problems (files without a partner, duplicates). Warnings (the pair is still used):
-``empty-mask`` (no foreground; normal for healthy cases) and ``noisy-mask`` (JPEG-like noise,
-binarised at half range).
+``empty-mask`` (no foreground; normal for healthy cases), ``noisy-mask`` (JPEG-like noise,
+binarised at half range), ``exif-rotated`` (a photo whose EXIF orientation turns it; read as shown)
+and ``merged-masks`` (several mask files of one image, merged by union).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from medseg.data.layouts import DataIndex, Pair, Problem
 from medseg.data.readers import TargetSpec, load_pair_mask, pair_image_size, read_pair_target
 from medseg.errors import DataError
-from medseg.io.images import MASK_KINDS
+from medseg.io.images import EXIF_ORIENTATIONS, IMAGE_SUFFIXES, MASK_KINDS, exif_orientation
 
 
 @dataclass
@@ -120,6 +121,20 @@ def _check_labels(pair: Pair, target: TargetSpec, subject: str, size, root) -> t
     return problems, "palette" if target.palette else "label-map"
 
 
+def _orientation_notes(pair: Pair, root: Path | None) -> list[Problem]:
+    """Warnings for photos whose EXIF Orientation turns them: they are read as shown."""
+    notes = []
+    for path in (pair.image, pair.mask, *pair.extra_masks):
+        if path is None or Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        turn = exif_orientation(path)
+        if turn != 1:
+            notes.append(Problem(pair.case_id, path, "exif-rotated",
+                                 f"{_show(path, root)} carries EXIF orientation {turn} ({EXIF_ORIENTATIONS[turn]}); "
+                                 "it is read as a viewer shows it", fatal=False))
+    return notes
+
+
 def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None
                 ) -> tuple[list[Problem], str | None, float | None]:
     """Problems of one pair, its mask kind (None when unreadable) and its foreground fraction."""
@@ -132,6 +147,7 @@ def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None
     except Exception as err:  # an odd file must not stop the check of the others
         problems.append(Problem(pair.case_id, pair.image, "unreadable-image",
                                 f"image {pair.image} could not be read ({type(err).__name__}: {err})"))
+    problems += _orientation_notes(pair, root)
     if pair.mask is None:
         return problems, None, None
     shown = _show(pair.mask, root)
@@ -158,6 +174,11 @@ def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None
                                 f"{size[0]}x{size[1]}; image and mask must have the same size"))
     if info.noisy:
         problems.append(Problem(pair.case_id, pair.mask, "noisy-mask", info.message, fatal=False))
+    if pair.extra_masks:
+        names = ", ".join(_show(p, root) for p in (pair.mask, *pair.extra_masks))
+        problems.append(Problem(pair.case_id, pair.mask, "merged-masks",
+                                f"{subject}: {1 + len(pair.extra_masks)} mask files ({names}) are merged into one "
+                                "(union of their foreground)", fatal=False))
     if info.empty:
         problems.append(Problem(pair.case_id, pair.mask, "empty-mask",
                                 f"{subject} is empty (no foreground pixel); it is used as a negative example",

@@ -8,11 +8,15 @@
 3. two sub-folders of ``root`` whose names contain "input" and "groundtruth" (the official ISIC
    downloads ``ISIC2018_Task1-2_Training_Input`` + ``ISIC2018_Task1_Training_GroundTruth``);
 4. images and masks side by side in ``root`` itself (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``);
-5. explicit ``images=`` and ``masks=`` folders (the same folder twice works like 4).
+5. one sub-folder per class, each laid out as 2 or 4 (BUSI: ``benign/``, ``malignant/``, ``normal/``);
+   case ids are ``<class folder>__<stem>``;
+6. explicit ``images=`` and ``masks=`` folders (the same folder twice works like 4).
 
 In folders, a mask belongs to an image when its stem is the image's stem plus one of
 :data:`MASK_SUFFIXES` (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``, or the same stem); the suffix the
-mask folder uses is detected. If that leaves images unmatched, a trailing image suffix from
+mask folder uses is detected. Further masks of one image, ``<mask stem>_<n>`` (BUSI
+``benign (4)_mask_1.png`` beside ``benign (4)_mask.png``), are kept in :attr:`Pair.extra_masks` and
+merged when read. If that leaves images unmatched, a trailing image suffix from
 :data:`IMAGE_NAME_SUFFIXES` may be dropped first (DRIVE: ``21_training.tif`` + ``21_manual1.gif``).
 Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden files and everything else
 (``LICENSE``, ``ATTRIBUTION.txt``, ``Thumbs.db``, sub-folders) are ignored. Files without a partner go
@@ -27,6 +31,7 @@ named after the frame, a DICOM SEG, or a NRRD/NIfTI label volume per series.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +55,9 @@ class Pair:
     """One image and its mask (``mask`` None for unlabelled images); ``split`` when known.
 
     ``frame`` is the 1-based frame number for a frame of a multi-frame DICOM file (else None).
+    ``extra_masks`` are further masks of the same image (``<stem>_mask_1.png``, ``<stem>_mask_2.png``
+    beside ``<stem>_mask.png``); readers merge them with ``mask`` (union, see
+    :func:`medseg.data.readers.load_pair_mask`).
     """
 
     case_id: str
@@ -57,6 +65,7 @@ class Pair:
     mask: Path | None
     split: str | None = None
     frame: int | None = None
+    extra_masks: tuple[Path, ...] = ()  # more mask files of the same image (BUSI ``<stem>_mask_1``), merged
 
 
 @dataclass(frozen=True)
@@ -112,12 +121,41 @@ def _best_rule(images: list[Path], masks: list[Path]) -> tuple[str, str]:
     return best
 
 
+_NUMBERED = re.compile(r"(.+)_(\d{1,3})")
+
+
+def _numbered(stem: str) -> tuple[str, int] | None:
+    """``('benign (4)_mask', 1)`` for ``benign (4)_mask_1``: a further mask of one image (BUSI)."""
+    m = _NUMBERED.fullmatch(stem)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 def _split_flat(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Images and masks mixed in one folder: masks are the files named <other file's stem><suffix>."""
+    """Images and masks mixed in one folder: masks are the files named <other file's stem><suffix>,
+    or <other file's stem><suffix>_<n> (several masks of one image, BUSI)."""
     stems = {p.stem for p in files}
     suffix = max(MASK_SUFFIXES[1:], key=lambda sfx: sum(_strip(p.stem, sfx) in stems for p in files))
-    masks = [p for p in files if _strip(p.stem, suffix) in stems]
+
+    annotated = {_strip(q.stem, suffix) for q in files}  # stems that have a mask: images, not masks
+
+    def is_mask(p: Path) -> bool:
+        if _strip(p.stem, suffix) in stems:
+            return True
+        n = _numbered(p.stem)
+        return n is not None and _strip(n[0], suffix) in stems and p.stem not in annotated
+    masks = [p for p in files if is_mask(p)]
     return [p for p in files if p not in set(masks)], masks
+
+
+def _mask_key(p: Path, mask_sfx: str, image_keys: set[str]) -> tuple[str | None, int]:
+    """(image key, mask number) of a mask file: number 0 for ``<key><sfx>``, n for ``<key><sfx>_<n>``."""
+    key = _strip(p.stem, mask_sfx)
+    if key in image_keys:
+        return key, 0
+    n = _numbered(p.stem)
+    if n is not None and (base := _strip(n[0], mask_sfx)) in image_keys:
+        return base, n[1] + 1
+    return key, 0
 
 
 def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Problem], str]:
@@ -138,9 +176,11 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
         images = _image_files(images_dir)
         masks = [p for p in _image_files(masks_dir, (".json",)) if p.suffix.lower() != ".json" or _is_labelme(p)]
     img_sfx, mask_sfx = _best_rule(images, masks)
+    image_keys = {k for p in images if (k := _strip(p.stem, img_sfx)) is not None}
     by_key: dict[str, list[Path]] = {}
+    number: dict[Path, int] = {}
     for p in masks:
-        key = _strip(p.stem, mask_sfx)
+        key, number[p] = _mask_key(p, mask_sfx, image_keys)
         by_key.setdefault(key if key is not None else f"\0{p.stem}", []).append(p)
     pairs: list[Pair] = []
     problems: list[Problem] = []
@@ -152,6 +192,9 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
         if stems[img.stem] > 1:
             problems.append(Problem(img.stem, img, "duplicate", f"image {img} shares its name with another "
                                     f"image in {images_dir}; keep one file per case"))
+        elif len(found) > 1 and len({number[p] for p in found}) == len(found):  # <stem>_mask, <stem>_mask_1 ...
+            ordered = sorted(found, key=lambda p: number[p])
+            pairs.append(Pair(img.stem, img, ordered[0], extra_masks=tuple(ordered[1:])))
         elif len(found) > 1:
             names = ", ".join(p.name for p in found)
             problems.append(Problem(img.stem, img, "duplicate", f"image {img} has {len(found)} masks in "
@@ -230,6 +273,36 @@ def _find_subfolders(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def _class_folders(root: Path) -> list[tuple[Path, tuple[Path, Path]]]:
+    """Sub-folders of ``root`` that each hold a dataset (one folder per class, as BUSI's ``benign/``,
+    ``malignant/``, ``normal/``): (class folder, (images folder, masks folder))."""
+    out = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            folders = _find_subfolders(sub)
+        except DataError:
+            continue
+        if folders is None and _split_flat(_image_files(sub))[1]:
+            folders = (sub, sub)
+        if folders is not None:
+            out.append((sub, folders))
+    return out
+
+
+def _match_classes(classes: list[tuple[Path, tuple[Path, Path]]]) -> tuple[list[Pair], list[Problem], str]:
+    """One dataset from class sub-folders; case ids are ``<class folder>__<stem>``."""
+    pairs: list[Pair] = []
+    problems: list[Problem] = []
+    rules = set()
+    for sub, folders in classes:
+        found, issues, rule = _match_folders(*folders)
+        pairs += [replace(p, case_id=f"{sub.name}__{p.case_id}") for p in found]
+        problems += [replace(q, case_id=f"{sub.name}__{q.case_id}") for q in issues]
+        rules.add(rule)
+    names = ", ".join(f"{sub.name}/" for sub, _ in classes)
+    return pairs, problems, f"class folders {names} ({'; '.join(sorted(rules))})"
+
+
 def _no_pairs(root: Path) -> DataError:
     names = ", ".join(f"{a}/ + {b}/" for a, b in FOLDER_PAIRS[:4])
     return DataError(f"no image/mask pairs found in {root}: looked for manifest.csv, sub-folders ({names} "
@@ -276,14 +349,19 @@ def find_pairs(root: str | Path | None = None, *, images: str | Path | None = No
             if folders is None and _split_flat(_image_files(root))[1]:
                 folders = (root, root)
             if folders is None:
-                raise _no_pairs(root)
-        pairs, problems, rule = _match_folders(*folders)
-        same = folders[0].resolve() == folders[1].resolve()
-        where = f"one folder {folders[0].name}/" if same else f"{folders[0].name}/ + {folders[1].name}/"
-        layout = f"{where} ({rule})"
-        if not pairs and not problems:
-            raise DataError(f"no image files found in {folders[0]} and {folders[1]} "
-                            f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                classes = _class_folders(root)
+                if not classes:
+                    raise _no_pairs(root)
+        if folders is not None:
+            pairs, problems, rule = _match_folders(*folders)
+            same = folders[0].resolve() == folders[1].resolve()
+            where = f"one folder {folders[0].name}/" if same else f"{folders[0].name}/ + {folders[1].name}/"
+            layout = f"{where} ({rule})"
+            if not pairs and not problems:
+                raise DataError(f"no image files found in {folders[0]} and {folders[1]} "
+                                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        else:
+            pairs, problems, layout = _match_classes(classes)
     pairs, problems = _drop_duplicate_ids(pairs, problems)
     split_csv = root / "split.csv" if root is not None else None
     if not has_split and split_csv is not None and split_csv.is_file():

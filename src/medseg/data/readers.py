@@ -6,7 +6,7 @@ Masks: mask images (PNG ...), LabelMe JSON, or a DICOM SEG / label volume that c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,10 @@ def _raw_labels(pair: Pair) -> np.ndarray:
     if kind == "labelme":
         return read_labelme(pair.mask)[0]
     if kind in ("seg", "volume"):
-        labels = labels_for_frame(pair.mask, _frame(pair))
+        frame = _frame(pair)
+        labels = labels_for_frame(pair.mask, frame)
+        if labels is None and kind == "volume":  # named after this series: outside a cropped extent is background
+            return np.zeros((frame.rows, frame.columns), np.uint8)
         if labels is None:
             where = f"{pair.image}" + (f" frame {pair.frame}" if pair.frame else "")
             raise DataError(f"label file {pair.mask} does not cover DICOM image {where}")
@@ -54,14 +57,52 @@ def _raw_labels(pair: Pair) -> np.ndarray:
     raise DataError(f"mask {pair.mask} is neither an image, a LabelMe JSON, a DICOM SEG nor a label volume")
 
 
-def load_pair_mask(pair: Pair, subject: str | None = None) -> tuple[np.ndarray | None, MaskInfo]:
-    """(HxW uint8 {0, 1} mask or None when unusable, its MaskInfo); DataError if unreadable."""
-    if pair.mask is None:
-        raise DataError(f"image {pair.image} has no mask")
-    subject = subject or f"mask {pair.mask}"
+def _load_one(pair: Pair, subject: str) -> tuple[np.ndarray | None, MaskInfo]:
     if Path(pair.mask).suffix.lower() in IMAGE_SUFFIXES:
         return load_mask(pair.mask, subject=subject)
     return analyse_mask(_raw_labels(pair), subject)
+
+
+def _merge_labels(arrays: list[np.ndarray], files: list[Path], image: Path) -> np.ndarray:
+    """Label maps of several mask files of one image: union; DataError where they disagree."""
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"the masks of image {image} ({', '.join(p.name for p in files)}) have different sizes "
+                        f"({', '.join('x'.join(map(str, a.shape[:2][::-1])) for a in arrays)})")
+    out = arrays[0].copy()
+    for a, path in zip(arrays[1:], files[1:], strict=True):
+        clash = (out > 0) & (a > 0) & (out != a)
+        if clash.any():
+            raise DataError(f"masks {files[0].name} and {path.name} of image {image} give different labels to "
+                            f"{int(clash.sum())} pixels; merge them into one mask by hand")
+        out = np.where(a > 0, a, out)
+    return out
+
+
+def load_pair_mask(pair: Pair, subject: str | None = None) -> tuple[np.ndarray | None, MaskInfo]:
+    """(HxW uint8 {0, 1} mask or None when unusable, its MaskInfo); DataError if unreadable.
+
+    Several mask files of one image (:attr:`Pair.extra_masks`) are merged: union of their foreground
+    (each must be usable and of the same size); the MaskInfo message says so.
+    """
+    if pair.mask is None:
+        raise DataError(f"image {pair.image} has no mask")
+    subject = subject or f"mask {pair.mask}"
+    binary, info = _load_one(pair, subject)
+    if not pair.extra_masks or binary is None:
+        return binary, info
+    files = [Path(pair.mask), *pair.extra_masks]
+    masks = [binary]
+    for extra in pair.extra_masks:
+        more, more_info = load_mask(extra, subject=f"mask {extra}")
+        if more is None:
+            return None, more_info
+        masks.append(more)
+    merged = (_merge_labels(masks, files, pair.image) > 0).astype(np.uint8)
+    fraction = float(merged.mean()) if merged.size else 0.0
+    note = f"{len(files)} mask files of {pair.case_id} ({', '.join(p.name for p in files)}) are merged (union)"
+    return merged, replace(info, empty=fraction == 0.0, foreground_fraction=fraction,
+                           message=f"{info.message}; {note}" if info.message else note)
 
 
 def read_pair_mask(pair: Pair) -> np.ndarray:
@@ -90,8 +131,13 @@ class TargetSpec:
 
 def _raw_mask_values(pair: Pair) -> np.ndarray:
     if Path(pair.mask).suffix.lower() in IMAGE_SUFFIXES:
-        return np.asarray(open_image(pair.mask))  # palette PNGs give their indices
-    return _raw_labels(pair)
+        raw = np.asarray(open_image(pair.mask))  # palette PNGs give their indices
+    else:
+        raw = _raw_labels(pair)
+    if pair.extra_masks:
+        arrays = [raw, *(np.asarray(open_image(p)) for p in pair.extra_masks)]
+        raw = _merge_labels(arrays, [Path(pair.mask), *pair.extra_masks], pair.image)
+    return raw
 
 
 def _labels_from_palette(raw: np.ndarray, palette, mask: Path) -> np.ndarray:

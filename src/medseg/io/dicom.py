@@ -25,7 +25,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from medseg.errors import DataError
-from medseg.io.dicom_codecs import decode_unsupported
+from medseg.io.dicom_codecs import decode_unsupported, missing_decoder_message
 from medseg.io.windowing import colour_to_uint8, frame_item, grey_to_uint8, modality_values
 
 
@@ -141,10 +141,11 @@ def decode(ds: pydicom.Dataset, path: Path, index: int | None = None) -> np.ndar
             raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {_reason(inner)}); the pixel "
                             "data may be truncated or corrupt") from None
         if frames is None:
-            hint = ("; install the decoders with pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-                    "pylibjpeg-rle pyjpegls" if isinstance(err, NotImplementedError) else
-                    "; the pixel data may be truncated or corrupt")
-            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {_reason(err)}){hint}") from None
+            missing = missing_decoder_message(ds, path)
+            if missing is not None:
+                raise DataError(missing) from None
+            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {_reason(err)}); the pixel data "
+                            "may be truncated or corrupt") from None
         arr = frames if index is None else frames[index]
     if index is None and arr.ndim == (2 if int(ds.get("SamplesPerPixel", 1)) == 1 else 3):
         arr = arr[None]

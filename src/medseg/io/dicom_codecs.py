@@ -15,6 +15,55 @@ import pydicom
 from pydicom.encaps import generate_frames
 
 RLE = "1.2.840.10008.1.2.5"
+
+#: Compressed transfer syntaxes (PS3.5 Table A-1 / PS3.6 Annex A): a short name and the packages that
+#: give pydicom a decoder for it (the first is what ``pip install`` should fetch).
+_JPEG = ("pylibjpeg-libjpeg", "python-gdcm")
+_JPEG_LS = ("pyjpegls", "python-gdcm")
+_J2K = ("pylibjpeg-openjpeg", "python-gdcm")
+COMPRESSED = {
+    "1.2.840.10008.1.2.4.50": ("JPEG Baseline", ("pylibjpeg-libjpeg", "pillow")),
+    "1.2.840.10008.1.2.4.51": ("JPEG Extended (12-bit)", _JPEG),
+    "1.2.840.10008.1.2.4.57": ("JPEG Lossless", _JPEG),
+    "1.2.840.10008.1.2.4.70": ("JPEG Lossless", _JPEG),
+    "1.2.840.10008.1.2.4.80": ("JPEG-LS Lossless", _JPEG_LS),
+    "1.2.840.10008.1.2.4.81": ("JPEG-LS Near-Lossless", _JPEG_LS),
+    "1.2.840.10008.1.2.4.90": ("JPEG 2000 Lossless", _J2K),
+    "1.2.840.10008.1.2.4.91": ("JPEG 2000", _J2K),
+    "1.2.840.10008.1.2.4.201": ("HTJ2K Lossless", ("pylibjpeg-openjpeg",)),
+    "1.2.840.10008.1.2.4.202": ("HTJ2K Lossless RPCL", ("pylibjpeg-openjpeg",)),
+    "1.2.840.10008.1.2.4.203": ("HTJ2K", ("pylibjpeg-openjpeg",)),
+    "1.2.840.10008.1.2.5": ("RLE Lossless", ("pylibjpeg-rle",)),
+}
+
+
+def missing_decoder_message(ds: pydicom.Dataset, path) -> str | None:
+    """One sentence when ``ds``'s transfer syntax needs a decoder that is not installed (or that no
+    package provides, as for video); None when a decoder is there (a failure is then the data's fault)."""
+    ts = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
+    if not ts:
+        return None
+    from pydicom.uid import UID
+
+    uid = UID(ts)
+    if not uid.is_transfer_syntax:
+        return f"{path}: transfer syntax {ts} is unknown, so its pixel data cannot be decoded"
+    if not uid.is_compressed:
+        return None
+    name, packages = COMPRESSED.get(ts, (uid.name if uid.is_private is False else ts, ()))
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError, KeyError):
+        decoder = None
+    if decoder is not None and decoder.is_available:
+        return None
+    if not packages:
+        return (f"{path}: {name} ({ts}) has no decoder medseg can use; convert the file to an uncompressed "
+                "transfer syntax")
+    alternatives = f" (or {', '.join(packages[1:])})" if len(packages) > 1 else ""
+    return f"{path}: {name} ({ts}) needs a decoder that is not installed: pip install {packages[0]}{alternatives}"
 DEFLATED_FRAMES = "1.2.840.10008.1.2.8.1"
 
 

@@ -6,8 +6,11 @@ Images come back as HxWx3 uint8 RGB:
 
 - grayscale (``L``, ``1``) is replicated to three channels; ``LA``/``RGBA`` lose their alpha;
   palette (``P``), CMYK and YCbCr images are converted to RGB;
-- 16-bit and 32-bit integer or float images are scaled to 0..255 by *their own* minimum and maximum
-  (a constant image becomes all zeros), so the contrast of 16-bit microscopy survives.
+- 16-bit and 32-bit integer or float images are scaled to 0..255 by their bit depth (value / 257 for
+  16 bit), the same rule for every image, never by each image's own minimum and maximum
+  (:func:`_scale_to_uint8` has the rule);
+- photos are read as shown: an EXIF Orientation tag (all eight values) is applied, masks included;
+- files declaring more than :func:`max_pixels` pixels are refused from their header, before decoding.
 
 Masks come back as HxW uint8 with values {0, 1} (1 = foreground). :func:`inspect_mask` decides how to
 read a mask file and :class:`MaskInfo` says what it found (``kind``):
@@ -29,12 +32,14 @@ naming the file instead of training on half a picture.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medseg.errors import DataError
 from medseg.io.files import atomic_path
@@ -65,12 +70,41 @@ class MaskInfo:
     noisy: bool = False  # thresholded at half range (jpeg-noisy, or rgb-grey that is noisy)
 
 
+#: EXIF Orientation (0x0112) values and what a viewer does to show the stored pixels (TIFF 6.0 / EXIF 2.3).
+EXIF_ORIENTATIONS = {2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
+                     5: "transposed", 6: "rotated 90 degrees clockwise", 7: "transversed",
+                     8: "rotated 90 degrees counter-clockwise"}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+    except (ValueError, TypeError, OSError, SyntaxError, struct_error):
+        return 1
+    return value if value in EXIF_ORIENTATIONS else 1
+
+
+def _check_pixels(im: Image.Image, path: Path, what: str) -> None:
+    """DataError before decoding when the header declares more pixels than :func:`max_pixels` allows."""
+    limit = max_pixels()
+    w, h = im.size
+    frames = 1  # frame 0 only is decoded
+    if limit and w * h * frames > limit:
+        raise DataError(f"{what} {path} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than the limit of "
+                        f"{limit / 1e6:g} megapixels; raise it with MEDSEG_MAX_PIXELS if the image is real")
+
+
 def _open(path: str | Path, what: str) -> Image.Image:
-    """Open and fully decode ``path`` (frame 0 of multi-frame files); DataError naming it otherwise."""
+    """Open and fully decode ``path`` (frame 0 of multi-frame files) in its shown orientation (EXIF
+    transpose); DataError naming the file otherwise, or when it declares more pixels than allowed."""
     path = Path(path)
     try:
         with Image.open(path) as im:
+            _check_pixels(im, path, what)
             im.load()
+            if _orientation(im) != 1:
+                return ImageOps.exif_transpose(im)
             return im
     except FileNotFoundError:
         raise DataError(f"{what} {path} does not exist") from None
@@ -79,34 +113,87 @@ def _open(path: str | Path, what: str) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(f"{what} {path} is not an image file that can be read (unknown or corrupt "
                         "format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
-        raise DataError(f"{what} {path} could not be decoded ({err}); the file may be truncated or "
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error, Image.DecompressionBombError,
+            MemoryError) as err:
+        raise DataError(f"{what} {path} could not be decoded ({_short(err)}); the file may be truncated or "
                         "corrupt") from None
 
 
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:200]
+
+
 def open_image(path: str | Path) -> Image.Image:
-    """The fully decoded PIL image at ``path``; DataError naming the file if it cannot be read."""
+    """The fully decoded PIL image at ``path``, as shown (EXIF orientation applied); DataError naming the
+    file if it cannot be read."""
     return _open(path, "image")
 
 
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF Orientation of the file at ``path`` (1 = as stored, also when absent or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            return _orientation(im)
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error, Image.DecompressionBombError):
+        return 1
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) as shown (EXIF orientation applied), from the file header without decoding."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            return im.size
+            w, h = im.size
+            return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError, struct_error, Image.DecompressionBombError):
         raise DataError(f"{path} is not an image file that can be read (unknown or corrupt format)") from None
 
 
+_DEFAULT_MAX_PIXELS = 150_000_000
+
+
+def max_pixels() -> int:
+    """The most pixels (width x height) an image may declare before it is decoded; 0 = no limit.
+
+    150 megapixels by default (a 10000x10000 scan passes; prediction then stays within about 2 GB);
+    set ``MEDSEG_MAX_PIXELS`` to change it. Larger files are refused from their header, before any
+    memory is taken, with a :class:`DataError` naming the file.
+    """
+    raw = os.environ.get("MEDSEG_MAX_PIXELS", "").strip().replace("_", "")
+    if not raw:
+        return _DEFAULT_MAX_PIXELS
+    try:
+        return max(int(float(raw)), 0)
+    except ValueError:
+        raise DataError(f"MEDSEG_MAX_PIXELS must be a number of pixels (e.g. 150000000), not {raw!r}") from None
+
+
+Image.MAX_IMAGE_PIXELS = None  # medseg's own limit (max_pixels) is checked on every open instead
+
+
 def _scale_to_uint8(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    """More than 8 bits to 0..255 by the bit depth of the pixel type, the same for every image.
+
+    Integer images are scaled by their type's full range: 16-bit (and 32-bit integer, taken as
+    16-bit data, clipped to 0..65535) by 255/65535 (value / 257). Float images are taken as 0..1 when
+    every value lies in 0..1, else as 0..255, else (values above 255) as 0..65535, and clipped. A
+    12-bit image stored in 16 bits therefore looks dark (at most 4095/257 = 16): the rule never
+    stretches one image by its own minimum and maximum, which would change contrast between images
+    of one study (see README, "Images with more than 8 bits").
+    """
+    if a.dtype.kind in "iu":
+        full = 255.0 if a.dtype.itemsize == 1 else 65535.0
+    else:
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    scaled = np.clip(a, 0, full).astype(np.float32) * np.float32(255.0 / full)
+    return np.rint(scaled).astype(np.uint8)
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:

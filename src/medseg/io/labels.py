@@ -6,7 +6,8 @@
   Decoded with :func:`medseg.io.dicom.decode`, so 1-bit RLE and deflated frames work too.
 - **NRRD / NIfTI / MetaImage** label volumes (ITK-SNAP, 3D Slicer) via SimpleITK: resampled
   (nearest neighbour) onto each DICOM frame's own grid, so any orientation or axis order works; a
-  frame that lies outside the volume, or between its slices, is refused rather than guessed.
+  volume cropped to its labelled region (3D Slicer) gives empty masks on the frames of its series
+  outside its extent; a frame between two of its slices is refused rather than guessed.
 - **LabelMe JSON** (:func:`read_labelme`): polygons, rectangles, circles, lines, drawn at the size the
   JSON records.
 
@@ -177,7 +178,13 @@ def _read_volume(path_str: str, _mtime: float):
 
 
 def volume_labels(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
-    """The label volume at ``path`` resampled onto ``frame``'s grid; None when the frame lies outside it."""
+    """The label volume at ``path`` resampled onto ``frame``'s grid (nearest neighbour; pixels outside the
+    volume are 0), or None when the frame's rectangle lies wholly outside the volume's extent.
+
+    A volume cropped to its labelled region (3D Slicer) covers only some frames; callers that know the
+    volume belongs to the frame's series give the others empty masks (:func:`labels_for_series`).
+    DataError when the frame lies between two slices of the volume (it was made on another series).
+    """
     import SimpleITK as sitk
 
     vol = _read_volume(*_cache_key(path))
@@ -186,12 +193,14 @@ def volume_labels(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
         raise DataError(f"DICOM file {frame.path} has no position, orientation or pixel spacing, so label volume "
                         f"{path} cannot be matched to it by geometry")
     row, col, normal = np.asarray(g.orientation[:3]), np.asarray(g.orientation[3:]), g.normal
-    centre = np.asarray(g.position) + row * g.spacing[1] * (frame.columns - 1) / 2 + \
-        col * g.spacing[0] * (frame.rows - 1) / 2
-    index = np.asarray(vol.TransformPhysicalPointToContinuousIndex(centre.tolist()))
+    origin = np.asarray(g.position)
+    corners = [origin + row * g.spacing[1] * c + col * g.spacing[0] * r
+               for r in (0, frame.rows - 1) for c in (0, frame.columns - 1)]
+    at = np.asarray([vol.TransformPhysicalPointToContinuousIndex(p.tolist()) for p in corners])
     size = np.asarray(vol.GetSize())
-    if np.any(index < -0.5) or np.any(index > size - 0.5):
-        return None
+    if np.any(at.max(axis=0) < -0.5) or np.any(at.min(axis=0) > size - 0.5):
+        return None  # the frame's rectangle misses the volume's extent (a cropped volume, another region)
+    index = at.mean(axis=0)
     vol_dir = np.asarray(vol.GetDirection()).reshape(3, 3)
     axis = int(np.argmax(np.abs(vol_dir.T @ normal)))  # the volume axis along the frame's normal
     if abs(abs(float(vol_dir[:, axis] @ normal)) - 1) < 1e-3 and \
@@ -269,6 +278,19 @@ def class_names(path: str | Path) -> dict[int, str]:
 
     values = np.unique(sitk.GetArrayViewFromImage(_read_volume(*_cache_key(path))))
     return {int(v): f"label {int(v)}" for v in values if v > 0}
+
+
+def labels_for_series(path: str | Path, frames: list[DicomFrame]) -> list[np.ndarray | None]:
+    """Label maps for the frames of one series from a SEG or label volume (None: not covered).
+
+    A label volume that covers at least one frame of the series is in that series' frame of reference;
+    its other frames, outside the volume's (cropped) extent, get empty masks: the region outside a
+    label volume is background. DataError as :func:`labels_for_frame`.
+    """
+    out = [labels_for_frame(path, f) for f in frames]
+    if label_kind(path) == "volume" and any(o is not None for o in out):
+        out = [np.zeros((f.rows, f.columns), np.uint8) if o is None else o for o, f in zip(out, frames, strict=True)]
+    return out
 
 
 def labels_for_frame(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
