@@ -92,12 +92,16 @@ def load_pair_mask(pair: Pair, subject: str | None = None) -> tuple[np.ndarray |
     if not pair.extra_masks or binary is None:
         return binary, info
     files = [Path(pair.mask), *pair.extra_masks]
-    masks = [binary]
+    masks, labelled = [binary], info.kind == "label-map"
     for extra in pair.extra_masks:
         more, more_info = load_mask(extra, subject=f"mask {extra}")
         if more is None:
             return None, more_info
         masks.append(more)
+        labelled |= more_info.kind == "label-map"
+    if labelled:  # label maps must agree where they overlap; binary masks are simply united
+        _merge_labels([_raw_mask_values(Pair(pair.case_id, pair.image, p, frame=pair.frame)) for p in files],
+                      files, pair.image)
     merged = (_merge_labels(masks, files, pair.image) > 0).astype(np.uint8)
     fraction = float(merged.mean()) if merged.size else 0.0
     note = f"{len(files)} mask files of {pair.case_id} ({', '.join(p.name for p in files)}) are merged (union)"

@@ -147,7 +147,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+            turned = _orientation(im) in (5, 6, 7, 8) and im.format != "TIFF"  # Pillow turns TIFFs itself
+            return (h, w) if turned else (w, h)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except (OSError, SyntaxError, ValueError, struct_error, Image.DecompressionBombError):
