@@ -12,6 +12,9 @@ DEFAULT_COLOURS = ((255, 64, 32), (32, 128, 255), (255, 200, 0), (180, 60, 255),
                    (255, 105, 180), (140, 200, 60), (200, 120, 40), (120, 120, 255), (255, 255, 255))
 
 
+_BLOCK_ROWS = 512
+
+
 def class_colours(config) -> list[tuple[int, int, int]]:
     """RGB colour of each label value 0..K-1: ``data.palette`` when given, else black then DEFAULT_COLOURS."""
     if config.data.palette:
@@ -45,7 +48,9 @@ def make_overlay(image: np.ndarray, mask: np.ndarray, color=(255, 64, 32), alpha
         truths = [] if truth is None else [truth == v for v in np.unique(truth).tolist() if v != 0]
     for region, fill, edge in regions:
         tint = np.array(fill, dtype=np.float32)
-        out[region] = (out[region] * (1 - alpha) + tint * alpha).astype(np.uint8)
+        for r0 in range(0, out.shape[0], _BLOCK_ROWS):  # in row blocks: float temporaries stay small
+            rows, inside = out[r0 : r0 + _BLOCK_ROWS], region[r0 : r0 + _BLOCK_ROWS]
+            rows[inside] = (rows[inside] * (1 - alpha) + tint * alpha).astype(np.uint8)
         _outline(out, region, edge, thickness)
     for region in truths:
         _outline(out, region, (0, 255, 0), thickness)

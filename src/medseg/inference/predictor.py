@@ -33,6 +33,10 @@ from medseg.io.outputs import check_outputs
 
 log = logging.getLogger(__name__)
 
+#: Pixels of decoded images read ahead, or waiting to be written, beyond the one in hand (a 4000x3000
+#: photo and a little more): folders of large images keep memory bounded like folders of small ones.
+_CHUNK_PIXELS = 16_000_000
+
 
 @dataclass
 class FolderResult:
@@ -210,7 +214,7 @@ class Predictor:
         """Threshold + post-processing (one class: uint8 0/255), or argmax class indices (several)."""
         if proba.ndim == 3:
             return np.argmax(proba, axis=2).astype(np.uint8)
-        return np.where(self.postprocess(proba), 255, 0).astype(np.uint8)
+        return np.where(self.postprocess(proba), np.uint8(255), np.uint8(0))  # uint8 throughout: no int64 copy
 
     @staticmethod
     def _as_array(image: np.ndarray | str | Path, channel_order: str = "rgb") -> np.ndarray:
@@ -223,35 +227,43 @@ class Predictor:
                      on_error=None) -> Iterator[Prediction]:
         """Yield a :class:`Prediction` per readable file, reading the next batch in a thread meanwhile.
 
-        Memory holds at most two batches whatever the number of files; unreadable files go to
-        ``on_error(path, message)`` and are skipped.
+        Memory holds at most two batches whatever the number of files (a batch stops early once its
+        images hold 16 megapixels, so large images are read one or a few at a time); unreadable files
+        go to ``on_error(path, message)`` and are skipped.
         """
         bs = batch_size or self.config.infer.batch_size
         files = list(files)
-        chunks = [files[i : i + bs] for i in range(0, len(files), bs)]
 
-        def read_chunk(chunk: list[Path]) -> list[tuple[Path, np.ndarray | None, str]]:
-            out = []
-            for path in chunk:
+        def read_chunk(start: int) -> tuple[list[tuple[Path, np.ndarray | None, str]], int]:
+            """Up to ``bs`` images from ``start``, fewer once they hold _CHUNK_PIXELS (one at least)."""
+            out, pixels, i = [], 0, start
+            while i < len(files) and len(out) < bs and (not out or pixels < _CHUNK_PIXELS):
+                path = files[i]
+                i += 1
                 try:
-                    out.append((path, read_image(path), ""))
+                    image = read_image(path)
+                    pixels += image.shape[0] * image.shape[1]
+                    out.append((path, image, ""))
                 except MedsegError as err:
                     out.append((path, None, str(err)))
-            return out
+            return out, i
 
         with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = reader.submit(read_chunk, chunks[0]) if chunks else None
-            for i in range(len(chunks)):
-                loaded = pending.result()
-                pending = reader.submit(read_chunk, chunks[i + 1]) if i + 1 < len(chunks) else None
+            pending = reader.submit(read_chunk, 0) if files else None
+            while pending is not None:
+                loaded, next_start = pending.result()
+                pending = reader.submit(read_chunk, next_start) if next_start < len(files) else None
                 good = [(p, img) for p, img, _ in loaded if img is not None]
                 for p, img, err in loaded:
                     if img is None and on_error:
                         on_error(p, err)
+                del loaded
                 if good:
                     results = self.predict_batch([g[1] for g in good], uncertainty=uncertainty)
-                    for (path, img), (proba, unc) in zip(good, results, strict=True):
+                    for j, (path, img) in enumerate(good):
+                        (proba, unc), results[j], good[j] = results[j], None, None  # the caller owns them now
                         yield Prediction(path, img, proba, unc)
+                        del proba, unc, img
 
     def iter_predictions(self, files: Iterable[Path], *, batch_size: int | None = None,
                          on_error=None) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
@@ -279,15 +291,18 @@ class Predictor:
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         max_pending = 2 * self.config.infer.batch_size
         with ThreadPoolExecutor(max_workers=1) as writer:
-            writes = []
+            writes: list[tuple[Any, int]] = []
             for r in self.iter_results(files, uncertainty=uncertainty, on_error=failed):
                 target = out_dir / f"{r.path.stem}.png"
-                writes.append(writer.submit(self._write_outputs, r, target, overlay))
+                pixels = r.image.shape[0] * r.image.shape[1]
+                writes.append((writer.submit(self._write_outputs, r, target, overlay), pixels))
                 result.written.append(target)
                 bar.update(1)
-                while len(writes) > max_pending:  # keep the write queue (and memory) bounded
-                    writes.pop(0).result()
-            for w in writes:
+                del r
+                # keep the write queue (and memory) bounded, in images and in pixels
+                while len(writes) > max_pending or (len(writes) > 1 and sum(n for _, n in writes) > _CHUNK_PIXELS):
+                    writes.pop(0)[0].result()
+            for w, _ in writes:
                 w.result()
         bar.update(len(result.failed))
         bar.close()
@@ -299,6 +314,7 @@ class Predictor:
 
         mask = self.to_mask(r.proba)
         colours = class_colours(self.config) if r.proba.ndim == 3 else None
+        r.proba = None  # not needed any more: free it before the overlay (large images)
         write_png(target, mask, palette=colours)
         if overlay:
             write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask, colours=colours))

@@ -4,15 +4,15 @@ Training letterboxes whole images to ``image_size``, so the model knows objects 
 ``image_size / train_side`` (``train_side``: the median long side of the training images). An image
 of about that size is letterboxed like in training. One much larger than the training images (more
 than ``sliding_above`` times ``train_side``) shows a larger field of view: it is resized to the
-training scale and covered by overlapping ``image_size`` windows (MONAI's sliding-window inferer,
-Gaussian weighting), so memory stays bounded by the window batch and the output maps.
+training scale and covered by overlapping ``image_size`` windows (blended with Gaussian weights as
+MONAI's sliding-window inferer), so memory stays bounded by the uint8 image, the window batch and the
+float32 output map.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from medseg.config import Config
 from medseg.inference.tta import Backend, MemberStats, TTAPlan, channels_last, flip_members
@@ -58,27 +58,64 @@ def resize(image: np.ndarray, height: int, width: int, *, shrinking: bool | None
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interp)
 
 
+def _gaussian(window: int, sigma_scale: float = 0.125) -> np.ndarray:
+    """1-D Gaussian weights over a window (sigma = window / 8, peak 1), as MONAI's importance map
+    (``mode="gaussian"``, ``sigma_scale=0.125``); the 2-D map is the outer product of two of these."""
+    i = np.arange(window, dtype=np.float64) - (window - 1) / 2
+    g = np.exp(-0.5 * (i / (sigma_scale * window)) ** 2)
+    return np.maximum(g / g.max(), 1e-3).astype(np.float32)
+
+
+def _starts(length: int, window: int, overlap: float) -> list[int]:
+    """Window starts covering ``length`` with steps of ``window * (1 - overlap)``; the last ends at the edge."""
+    if length <= window:
+        return [0]
+    step = max(1, int(window * (1 - overlap)))
+    starts = list(range(0, length - window + 1, step))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
 def sliding_members(image: np.ndarray, backend: Backend, *, window: int, scale: float, flips: tuple[str, ...],
                     overlap: float, batch_size: int) -> np.ndarray:
-    """Probabilities (F, C, H', W') of ``image`` resized by ``scale``: one map per flip member."""
+    """Probabilities (F, C, H', W') of ``image`` resized by ``scale``: one map per flip member.
+
+    Windows of ``window`` px with ``overlap``, blended by Gaussian weights (as MONAI's sliding-window
+    inferer with ``mode="gaussian"``); windows reaching past a small image are zero padded. Memory:
+    the uint8 image, ``batch_size`` windows and the float32 output only; the blending weights are
+    separable (a product of one row and one column profile), so no per-pixel weight map is stored.
+    """
     h, w = image.shape[:2]
     hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
     scaled = resize(image, hs, ws)
-    x = torch.from_numpy(np.require(scaled, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     n_members = 1 + len(flips)
-
-    def windows(batch: torch.Tensor) -> torch.Tensor:
-        images = batch.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-        members = flip_members(backend, images, flips, max_batch=batch_size)  # (B, F, C, S, S)
-        b, f, c = members.shape[:3]
-        return torch.from_numpy(np.ascontiguousarray(members.reshape(b, f * c, window, window)))
-
-    from monai.inferers import sliding_window_inference
-
-    out = sliding_window_inference(x, (window, window), max(1, batch_size // n_members), windows,
-                                   overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
-    out = out[0].numpy()
-    return out.reshape(n_members, -1, *out.shape[1:])
+    rows, cols = _starts(hs, window, overlap), _starts(ws, window, overlap)
+    g = _gaussian(window)
+    weight_y, weight_x = np.zeros(hs, np.float32), np.zeros(ws, np.float32)
+    for r in rows:
+        weight_y[r : r + window] += g[: min(window, hs - r)]
+    for c in cols:
+        weight_x[c : c + window] += g[: min(window, ws - c)]
+    per_call = max(1, batch_size // n_members)
+    out: np.ndarray | None = None
+    places = [(r, c) for r in rows for c in cols]
+    for i in range(0, len(places), per_call):
+        chunk = places[i : i + per_call]
+        batch = np.zeros((len(chunk), window, window, 3), np.uint8)
+        for k, (r, c) in enumerate(chunk):
+            tile = scaled[r : r + window, c : c + window]
+            batch[k, : tile.shape[0], : tile.shape[1]] = tile
+        members = flip_members(backend, batch, flips, max_batch=batch_size)  # (B, F, C, S, S)
+        if out is None:
+            out = np.zeros((n_members, members.shape[2], hs, ws), np.float32)
+        for k, (r, c) in enumerate(chunk):
+            th, tw = min(window, hs - r), min(window, ws - c)
+            weights = g[:th, None] * g[None, :tw]
+            out[:, :, r : r + th, c : c + tw] += members[k, :, :, :th, :tw] * weights
+    for r0 in range(0, hs, 1024):  # normalise in row blocks: no full-size temporary
+        out[:, :, r0 : r0 + 1024] /= weight_y[r0 : r0 + 1024, None] * weight_x[None, :]
+    return out
 
 
 def sliding_predict(image: np.ndarray, backend: Backend, config: Config, plan: TTAPlan, *, want_std: bool,

@@ -116,6 +116,13 @@ def check_image(ds: pydicom.Dataset, path: Path) -> None:
         raise DataError(f"DICOM file {path} has no pixel data; it may be truncated")
     if not ds.get("Rows") or not ds.get("Columns"):
         raise DataError(f"DICOM file {path} has pixel data but no image size (Rows/Columns)")
+    from medseg.io.images import max_pixels
+
+    rows, cols, limit = int(ds.Rows), int(ds.Columns), max_pixels()
+    if limit and rows * cols > limit:
+        raise DataError(f"DICOM file {path} declares {cols}x{rows} pixels per frame ({rows * cols / 1e6:.0f} "
+                        f"megapixels), more than the limit of {limit / 1e6:g} megapixels; raise it with "
+                        "MEDSEG_MAX_PIXELS if the image is real")
 
 
 def n_frames(ds: pydicom.Dataset) -> int:

@@ -190,11 +190,14 @@ def _scale_to_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
         full = 255.0 if a.dtype.itemsize == 1 else 65535.0
     else:
-        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(a.max()) if a.size else 0.0
+        top = float(np.max(a, where=np.isfinite(a), initial=0.0)) if a.size else 0.0
         full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-    scaled = np.clip(a, 0, full).astype(np.float32) * np.float32(255.0 / full)
-    return np.rint(scaled).astype(np.uint8)
+    out = np.empty(a.shape, np.uint8)
+    for r0 in range(0, a.shape[0], 1024):  # row blocks: no full-size float copy of a large image
+        block = a[r0 : r0 + 1024].astype(np.float32)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        out[r0 : r0 + 1024] = np.rint(np.clip(block, 0, full) * np.float32(255.0 / full))
+    return out
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:
