@@ -261,7 +261,10 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping of config sections, not {type(data).__name__}")
     return data
@@ -352,11 +355,21 @@ def build_config(
         path = Path(file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = _merge(data, _read_yaml(path.read_text(), f"config file {path}"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read as UTF-8 text ({type(err).__name__})") from None
+        data = _merge(data, _read_yaml(text, f"config file {path}"))
     if overrides:
         over = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         data = _merge(data, over)
-    return validate(data)
+    try:
+        return validate(data)
+    except ConfigError as err:
+        if not file:
+            raise
+        also = " and --set" if overrides else ""
+        raise ConfigError(f"{err} (settings from config file {file}{also})") from None
 
 
 def validate(data: dict[str, Any]) -> Config:

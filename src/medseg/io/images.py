@@ -33,6 +33,7 @@ naming the file instead of training on half a picture.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,6 +176,8 @@ def max_pixels() -> int:
 
 
 Image.MAX_IMAGE_PIXELS = None  # medseg's own limit (max_pixels) is checked on every open instead
+# Pillow warns (with its own source line) about corrupt EXIF blocks it then ignores; the file is still read
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
 
 
 def _scale_to_uint8(a: np.ndarray) -> np.ndarray:

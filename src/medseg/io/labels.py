@@ -168,6 +168,7 @@ def _read_volume(path_str: str, _mtime: float):
         vol = sitk.ReadImage(path_str)
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else "unreadable"
+        reason = "".join(ch if ch.isprintable() else "?" for ch in reason)
         raise DataError(f"label volume {path_str} could not be read ({reason})") from None
     if vol.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"label volume {path_str} has {vol.GetNumberOfComponentsPerPixel()} values per voxel; "
@@ -214,6 +215,8 @@ def volume_labels(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
     out = sitk.Resample(vol, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, vol.GetPixelID())
     labels = sitk.GetArrayFromImage(out)[0]
     if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise DataError(f"label volume {path} has NaN or infinite values; expected a label map (0 = background)")
         labels = np.rint(labels)
     if labels.min() < 0:
         raise DataError(f"label volume {path} has negative values; expected a label map (0 = background)")
@@ -233,12 +236,20 @@ def read_labelme(path: str | Path, classes: dict[str, int] | None = None) -> tup
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         height, width = int(doc["imageHeight"]), int(doc["imageWidth"])
-        shapes = list(doc.get("shapes") or [])
+        shapes = doc.get("shapes") or []
     except FileNotFoundError:
         raise DataError(f"LabelMe file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path} is not a LabelMe JSON file with imageHeight, imageWidth and shapes ({err})") \
             from None
+    from medseg.io.images import max_pixels
+
+    limit = max_pixels()
+    if height < 1 or width < 1 or (limit and height * width > limit):
+        raise DataError(f"LabelMe file {path} gives an image size of {width}x{height}, which is not a usable image "
+                        "size" + (f" (at most {limit / 1e6:g} megapixels)" if limit else ""))
+    if not isinstance(shapes, list) or not all(isinstance(s, dict) for s in shapes):
+        raise DataError(f"LabelMe file {path} has 'shapes' that are not a list of shapes")
     labels = np.zeros((height, width), np.uint8)
     names: list[str] = []
     for i, shape in enumerate(shapes):
