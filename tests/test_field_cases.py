@@ -282,6 +282,19 @@ def test_two_dicom_files_with_one_output_name_are_not_overwritten(tmp_path):
     assert "scan.dcm" in failed[1] and str(tmp_path / "in" / "scan") in failed[1]
 
 
+def test_predicting_two_dicom_files_with_one_output_name_reports_the_second(tmp_path):
+    from _dicom_factories import ct_slice
+    from medseg.inference.series_output import predict_dicom
+    from test_dicom_seg import FakePredictor
+
+    ct_slice(tmp_path / "in" / "scan.dcm", np.full((8, 8), 1000, np.int16))
+    ct_slice(tmp_path / "in" / "tmp.dcm", np.full((8, 8), 2000, np.int16)).rename(tmp_path / "in" / "scan")
+    result = predict_dicom(FakePredictor(), tmp_path / "in", tmp_path / "out", progress=False)
+    assert [p.name for p in result.written] == ["scan.png"]
+    ((path, message),) = result.failed
+    assert "would both be written as scan.png" in message and path.parent == tmp_path / "in"
+
+
 def test_labelme_merge_keeps_the_file_list_honest(tmp_path):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "x.png")
     doc = {"imagePath": "x.png", "imageHeight": 20, "imageWidth": 20,

@@ -128,11 +128,14 @@ def predict_dicom(predictor, source: str | Path, out: str | Path, *, fmt: str = 
         raise DataError(f"no DICOM images in {source}" + (f" ({len(scan.failed)} files could not be used)"
                                                           if scan.failed else ""))
     bar = tqdm(total=len(scan.frames), desc="predicting", unit="frame", disable=not progress)
+    claimed: dict[Path, Path] = {}
     for series in scan.series:
         try:
             series, labels = predict_series_labels(predictor, series, progress=bar, failed=result.failed)
             if not series.frames:
                 continue
+            if fmt == "png":  # two files of one folder named alike (scan.dcm, scan) must not overwrite each other
+                series, labels = _unclaimed(series, labels, source, out, claimed, result.failed)
             result.written += _write(predictor, series, labels, source, out, fmt)
             result.n_frames += len(series.frames)
         except (DataError, OSError) as err:
@@ -144,13 +147,34 @@ def predict_dicom(predictor, source: str | Path, out: str | Path, *, fmt: str = 
     return result
 
 
+def _png_target(frame: DicomFrame, source: Path, out: Path) -> Path:
+    rel = frame.path.parent.relative_to(source) if source.is_dir() else Path()
+    return out / rel / f"{frame.name}.png"
+
+
+def _unclaimed(series: Series, labels: list[np.ndarray], source: Path, out: Path, claimed: dict[Path, Path],
+               failed: list[tuple[Path, str]]) -> tuple[Series, list[np.ndarray]]:
+    """The frames whose PNG name no earlier file has taken; the others are reported by name."""
+    from medseg.convert import claim_outputs
+
+    keep_frames, keep_labels = [], []
+    for frame, lab in zip(series.frames, labels, strict=True):
+        clash = claim_outputs([_png_target(frame, source, out)], frame.path, claimed)
+        if clash:
+            if not any(p == frame.path for p, _ in failed):
+                failed.append((frame.path, clash))
+            continue
+        keep_frames.append(frame)
+        keep_labels.append(lab)
+    return Series(series.uid, keep_frames), keep_labels
+
+
 def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, out: Path, fmt: str) -> list[Path]:
     if fmt == "png":
         binary = int(predictor.config.model.classes) == 1
         written = []
         for frame, lab in zip(series.frames, labels, strict=True):
-            rel = frame.path.parent.relative_to(source) if source.is_dir() else Path()
-            target = out / rel / f"{frame.name}.png"
+            target = _png_target(frame, source, out)
             write_png(target, lab * 255 if binary else lab)
             written.append(target)
         return written

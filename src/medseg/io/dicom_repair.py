@@ -29,6 +29,7 @@ import datetime as _dt
 import re
 from collections.abc import Iterable
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import MAX_VALUE_LEN, VALIDATORS
@@ -135,7 +136,7 @@ def _fix_value(keyword: str, vr: str, value: str) -> tuple[str | None, str]:
 
 
 # ------------------------------------------------------------------------------------- datasets
-def _charset(ds: Dataset, notes: list[str]) -> None:
+def _charset(ds: Dataset, tags: list, notes: list[str]) -> None:
     if "SpecificCharacterSet" not in ds:
         return
     raw = ds.SpecificCharacterSet
@@ -143,8 +144,7 @@ def _charset(ds: Dataset, notes: list[str]) -> None:
     terms = [str(t or "").strip() for t in terms]
     if all(t in _CHARSETS for t in terms) and any(terms):
         return
-    ascii_only = all(_is_ascii(ds[t].value) for t in ds.keys() if t.group not in (0x0002, 0x7FE0)
-                     and ds[t].VR in ("LO", "LT", "PN", "SH", "ST", "UC", "UT"))
+    ascii_only = all(_is_ascii(ds[t].value) for t in tags if ds[t].VR in ("LO", "LT", "PN", "SH", "ST", "UC", "UT"))
     if ascii_only:
         del ds.SpecificCharacterSet
         notes.append("SpecificCharacterSet removed (empty or unknown; the text is plain ASCII, the default "
@@ -172,13 +172,12 @@ def repair_header(ds: Dataset, *, keep: Iterable[str] = ()) -> list[str]:
         try:
             ds[tag]
         except Exception:  # a value pydicom cannot convert (DS '70kg', IS '1.5')
-            keyword = ds.get_item(tag).keyword if hasattr(ds.get_item(tag), "keyword") else str(tag)
-            keyword = keyword or str(tag)
+            keyword = keyword_for_tag(tag) or str(tag)
             del ds[tag]
             if keyword in TYPE2:
                 setattr(ds, keyword, "")
             notes.append(f"{keyword} {'emptied' if keyword in TYPE2 else 'removed'} (its value cannot be read)")
-    _charset(ds, notes)
+    _charset(ds, [t for t in tags if t in ds], notes)
     skip = set(keep) | {"SpecificCharacterSet"}
     for tag in tags:
         if tag not in ds:

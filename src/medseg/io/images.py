@@ -89,9 +89,8 @@ def _orientation(im: Image.Image) -> int:
 def _check_pixels(im: Image.Image, path: Path, what: str) -> None:
     """DataError before decoding when the header declares more pixels than :func:`max_pixels` allows."""
     limit = max_pixels()
-    w, h = im.size
-    frames = 1  # frame 0 only is decoded
-    if limit and w * h * frames > limit:
+    w, h = im.size  # of frame 0, the only one decoded
+    if limit and w * h > limit:
         raise DataError(f"{what} {path} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than the limit of "
                         f"{limit / 1e6:g} megapixels; raise it with MEDSEG_MAX_PIXELS if the image is real")
 
