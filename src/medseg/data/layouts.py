@@ -152,7 +152,7 @@ def _mask_key(p: Path, mask_sfx: str, image_keys: set[str]) -> tuple[str | None,
     key = _strip(p.stem, mask_sfx)
     if key in image_keys:
         return key, 0
-    n = _numbered(p.stem)
+    n = _numbered(p.stem) if mask_sfx else None  # same-stem masks: "a_1" is the mask of an image "a_1"
     if n is not None and (base := _strip(n[0], mask_sfx)) in image_keys:
         return base, n[1] + 1
     return key, 0
