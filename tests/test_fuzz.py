@@ -5,6 +5,7 @@ user error), every refused file named, the rest of the batch done, nothing half-
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections import Counter
@@ -31,6 +32,10 @@ def corpus(tmp_path_factory, tiny_run):
 def invoke(*args: str) -> tuple[int, str]:
     """(exit code as `medseg` gives it, output); fails the test on anything but a clean exit."""
     result = CliRunner().invoke(app, list(args))
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the CLI logs to the runner's stream, closed now
+        if getattr(getattr(handler, "stream", None), "closed", False):
+            root.removeHandler(handler)
     text = result.output
     if result.exception is not None and not isinstance(result.exception, (SystemExit, MedsegError)):
         raise AssertionError(f"medseg {' '.join(args)} raised {type(result.exception).__name__}: "
