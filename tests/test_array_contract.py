@@ -42,11 +42,13 @@ def test_grey_and_alpha_shapes():
     np.testing.assert_array_equal(as_rgb_uint8(rgba), RGB)
 
 
-def test_uint16_is_scaled_by_its_own_range_like_16_bit_files():
-    a = np.array([[1000, 2000], [3000, 5000]], np.uint16)
+def test_uint16_is_scaled_by_bit_depth_like_16_bit_files():
+    a = np.array([[0, 257], [30 * 257, 65535]], np.uint16)
     out = as_rgb_uint8(a)[..., 0]
-    np.testing.assert_array_equal(out, [[0, 64], [128, 255]])
-    assert (as_rgb_uint8(np.full((4, 4), 7, np.uint16)) == 0).all()
+    np.testing.assert_array_equal(out, [[0, 1], [30, 255]])
+    # the same picture in 8 and 16 bits gives the same pixels (never a per-image stretch)
+    grey8 = np.arange(30, 221, dtype=np.uint8).reshape(1, -1)
+    np.testing.assert_array_equal(as_rgb_uint8(grey8.astype(np.uint16) * 257), as_rgb_uint8(grey8))
 
 
 @pytest.mark.parametrize("array,message", [

@@ -7,8 +7,9 @@ shape                         ``(H, W)`` grey, ``(H, W, 1)`` grey, ``(H, W, 3)``
                               colour + alpha (alpha dropped); grey is repeated to three channels
 channel order (colour)        RGB by default; ``channel_order="bgr"`` for OpenCV (``cv2.imread``) arrays
 uint8                         0..255, used as is
-uint16                        scaled to 0..255 by the array's own minimum and maximum, exactly as
-                              16-bit image files are read (:mod:`medseg.io.images`)
+uint16                        scaled to 0..255 by the bit depth (value / 257), exactly as 16-bit
+                              image files are read (:mod:`medseg.io.images`); never stretched by
+                              the array's own minimum and maximum
 float16 / float32 / float64   values in [0, 1] (as from ``skimage`` or ``torchvision``), scaled by 255
                               and rounded
 ============================  ======================================================================
@@ -58,10 +59,9 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.uint16:
-        lo, hi = int(arr.min()), int(arr.max())
-        if hi <= lo:
-            return np.zeros(arr.shape, np.uint8)
-        return np.rint((arr.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        from medseg.io.images import _scale_to_uint8
+
+        return _scale_to_uint8(arr)
     if arr.dtype == np.bool_:
         raise MedsegError("the image array is bool (a mask?); pass the image itself as uint8 0..255 or float "
                           "0..1")

@@ -199,7 +199,7 @@ class Predictor:
 
         - shape ``(H, W)`` or ``(H, W, 1)`` grey, ``(H, W, 3)`` colour, ``(H, W, 4)`` colour + alpha
           (dropped);
-        - dtype uint8 (0..255), uint16 (scaled by its own min..max, as 16-bit files are read) or float
+        - dtype uint8 (0..255), uint16 (divided by 257, as 16-bit files are read) or float
           in [0, 1] (scaled by 255);
         - colour order RGB, or ``channel_order="bgr"`` for OpenCV arrays (the order cannot be detected).
 
