@@ -70,3 +70,18 @@ def test_real_import_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     shimmed, loads = out[-2] == "True", out[-1] == "True"
     assert shimmed != loads, "the shim must be applied exactly when the extension cannot load"
+
+
+@pytest.mark.parametrize("args", [["models", "--encoders", "resnet1*"], ["models", "--download", "not-an-encoder"]])
+def test_commands_that_import_timm_first_work_in_a_fresh_interpreter(args):
+    """`medseg models --encoders/--download` import timm before anything else; the shim must come first."""
+    import subprocess
+    import sys
+
+    code = "import sys; from medseg.cli import main; sys.argv = ['medseg', *sys.argv[1:]]; main()"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr and "torchvision::nms" not in result.stderr, result.stderr
+    if args[1] == "--encoders":
+        assert result.returncode == 0 and "resnet18" in result.stdout
+    else:
+        assert result.returncode != 0 and "not-an-encoder" in (result.stdout + result.stderr)

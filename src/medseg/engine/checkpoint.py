@@ -19,6 +19,9 @@ def versions() -> dict[str, str]:
 
     out = {"medseg": medseg.__version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
+        from medseg._compat import import_torchvision
+
+        import_torchvision()  # before smp, which imports torchvision (see medseg._compat)
         import segmentation_models_pytorch as smp
 
         out["segmentation_models_pytorch"] = smp.__version__

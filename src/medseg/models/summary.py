@@ -120,10 +120,9 @@ def encoder_names(pattern: str) -> list[str]:
     """SMP encoder names, and ``tu-`` timm names, matching a glob ``pattern`` (e.g. ``*convnext*``)."""
     from fnmatch import fnmatch
 
-    import timm
-
     from medseg.models.smp_arch import smp_module
 
-    smp = smp_module()
+    smp = smp_module()  # imports torchvision through medseg._compat first, then timm may be imported
+    import timm
     names = [n for n in smp.encoders.get_encoder_names() if fnmatch(n, pattern)]
     return names + ["tu-" + n for n in timm.list_models(pattern.removeprefix("tu-"))]

@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medseg._compat import import_torchvision
 from medseg.errors import WeightsError
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
 
 def hub_location(encoder: str) -> tuple[str, str | None, str]:
     """(repo_id, revision, filename) of an encoder's ImageNet weights on the hub."""
+    import_torchvision()  # before timm / smp (see medseg._compat)
     if encoder.startswith("tu-"):
         import timm
 
