@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medseg.config import build_config, parse_overrides, preset_names
@@ -54,3 +56,11 @@ def test_config_file(tmp_path):
         build_config(file=path)
     with pytest.raises(ConfigError, match="does not exist"):
         build_config(file=tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("item,suggestion", [
+    ("optim.lrr=1e-3", "optim.lr"), ("lr=1e-3", "optim.lr"), ("train.epoch=3", "train.epochs"),
+    ("data.imagesize=64", "data.image_size")])
+def test_unknown_set_keys_suggest_the_full_dotted_key(item, suggestion):
+    with pytest.raises(ConfigError, match=rf"did you mean '{re.escape(suggestion)}'"):
+        build_config(overrides=[item])

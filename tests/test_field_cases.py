@@ -206,7 +206,7 @@ def test_case05_missing_decoder_named_with_the_package(tmp_path, shared_data):
     out = subprocess.run([sys.executable, str(script), "libjpeg,gdcm", "--", "convert", "dicom", str(tmp_path / "in"),
                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
     text = out.stdout + out.stderr
-    assert out.returncode == 0 and "Traceback" not in text and "wrote 1 images" in text
+    assert out.returncode == 0 and "Traceback" not in text and "wrote 1 image to" in text
     assert ("JPEG-LL.dcm: JPEG Lossless (1.2.840.10008.1.2.4.70) needs a decoder that is not installed: "
             "pip install pylibjpeg-libjpeg (or python-gdcm)") in text
     assert "corrupt" not in text

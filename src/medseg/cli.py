@@ -69,7 +69,8 @@ def _main(
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "huggingface_hub", "timm"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "huggingface_hub", "timm", "onnxscript", "onnx_ir",
+                  "torch.onnx"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -169,9 +170,14 @@ def data_fingerprint(
 
 
 # ------------------------------------------------------------------------------------------ convert
+def _count(n: int, noun: str) -> str:
+    """``1 mask``, ``3 masks`` (``noun`` singular)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_conversion(result, what: str, out: Path) -> None:
-    console.print(f"wrote {len(result.written)} {what} to {out}" if result.written else f"wrote no {what}",
-                  markup=False)
+    n = len(result.written)
+    console.print(f"wrote {_count(n, what)} to {out}" if n else f"wrote no {what}s", markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     for _, message in result.failed:
@@ -204,7 +210,7 @@ def convert_dicom(
     out = out or dst
     if out is None:
         raise MedsegError("give the output folder with --out FOLDER")
-    _print_conversion(run(src, out, window=window, bits=bits, anonymize=anonymize), "images", out)
+    _print_conversion(run(src, out, window=window, bits=bits, anonymize=anonymize), "image", out)
 
 
 @convert_app.command("labels")
@@ -224,7 +230,7 @@ def convert_labels(
     """
     from medseg.convert import convert_labels as run
 
-    _print_conversion(run(labels, reference, out), "masks", out)
+    _print_conversion(run(labels, reference, out), "mask", out)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -374,7 +380,7 @@ def predict(
         result = predict_dicom(predictor, input, out, fmt=fmt)
     else:
         result = predictor.predict_folder(input, out, overlay=overlay, uncertainty=uncertainty)
-    written = f"wrote {len(result.written)} masks to {out}" if result.written else "wrote no masks"
+    written = f"wrote {_count(len(result.written), 'mask')} to {out}" if result.written else "wrote no masks"
     console.print(f"{written} ({predictor.describe()})", markup=False)
     for _, message in result.failed:  # the message names the file
         console.print(f"skipped: {message}", markup=False)
@@ -491,7 +497,7 @@ def presets() -> None:
         table.add_row(name, desc)
     narrow = _narrow_console()
     narrow.print(table)
-    narrow.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 6-minute synthetic "
+    narrow.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 4-minute synthetic "
                  "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
                  "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
 

@@ -320,7 +320,7 @@ def _explain(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             section = _section_for(e["loc"][:-1])
             names = list(section.model_fields) if section else []
-            msgs.append(f"unknown key {loc!r}{did_you_mean(e['loc'][-1], names)}; valid keys here: {', '.join(names)}")
+            msgs.append(f"unknown key {loc!r}{_suggest_key(loc, names)}; valid keys here: {', '.join(names)}")
         elif e["type"] == "literal_error":
             expected = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
             msgs.append(f"{loc}: {e.get('input')!r} is not one of {', '.join(expected)}"
@@ -328,6 +328,32 @@ def _explain(err: ValidationError) -> str:
         else:
             msgs.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
     return "; ".join(msgs)
+
+
+def _dotted_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every settable key of ``model`` as a dotted path (``optim.lr``, ``data.image_size`` ...)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += _dotted_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _suggest_key(loc: str, section_names: list[str]) -> str:
+    """Did-you-mean with the full dotted key: the same leaf in another section (``lr`` -> ``optim.lr``),
+    else the closest dotted key, else the closest name in the section."""
+    keys = _dotted_keys()
+    leaf = loc.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != loc]
+    if len(same_leaf) == 1:
+        return f" (did you mean {same_leaf[0]!r}?)"
+    close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.75)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return did_you_mean(leaf, section_names)
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:

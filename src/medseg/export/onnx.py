@@ -200,7 +200,7 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
         write_metadata(float_path, metadata_for(export_cfg, flips=flips, precision="fp32"))
         float_pred = Predictor(OnnxBackend(float_path), export_cfg, source=str(out))
         parity = compare(reference, float_pred, check)
-        log.info("ONNX fp32 vs PyTorch fp32 on %d images: max |diff| %.2e, mask agreement %.5f",
+        log.debug("ONNX fp32 vs PyTorch fp32 on %d images: max |diff| %.2e, mask agreement %.5f",
                  parity.n_images, parity.max_abs_diff, parity.mask_agreement)
         if parity.mask_agreement < min_agreement:
             raise ExportError(f"the exported graph disagrees with PyTorch: mask agreement "

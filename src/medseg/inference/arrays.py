@@ -39,6 +39,9 @@ def as_rgb_uint8(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
         raise MedsegError(f"channel_order must be 'rgb' or 'bgr' (OpenCV), not {channel_order!r}")
     arr = np.asarray(image)
     shape_ok = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))
+    if not shape_ok and arr.ndim == 3 and arr.shape[0] in (1, 3, 4):
+        raise MedsegError(f"the image array has shape {arr.shape}, channels first (C, H, W as in PyTorch); pass "
+                          "image.transpose(1, 2, 0) for (H, W, C)")
     if not shape_ok:
         raise MedsegError(f"expected an image array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got "
                           f"shape {arr.shape}; a batch goes to predict_batch as a list of images")

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 #: Pixels sampled per image for the intensity percentiles (all pixels when the image has fewer).
 PIXELS_PER_IMAGE = 5_000
 _PERCENTILES = (0.5, 50.0, 99.5)
+#: The default letterbox side (``data.image_size``) against which structure widths are judged.
+THIN_AT_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class Fingerprint:
             lines.append(f"stored values{unit}: 0.5-99.5 % {mv.p0_5:g}-{mv.p99_5:g}, median {mv.p50:g}")
         classes = ", ".join(f"{k}: {v:.1%}" for k, v in self.classes.items())
         lines += [f"classes (pixel share): {classes}",
-                  f"foreground fraction per image: {self.foreground_fraction}",
+                  f"foreground per image: {_percent(self.foreground_fraction)}",
                   f"objects per image: {self.objects_per_image}"]
         if self.object_area:
             lines.append(f"object area (px): {self.object_area}")
@@ -150,11 +152,21 @@ class Fingerprint:
                          f"{self.structure_width_rel}")
         if self.foreground_fraction.median > 0.5:
             lines.append("note: foreground covers more than half of most images; if the masks mark background "
-                         "(as ISBI 2012 membranes do), set data.invert_masks=true")
+                         "(as ISBI 2012 membranes do), fingerprint with --invert-masks and train with "
+                         "--set data.invert_masks=true")
+        if self.structure_width_rel and self.structure_width_rel.median * THIN_AT_SIDE < 2:
+            w = self.structure_width_rel.median
+            lines.append(f"note: thin structures: at {THIN_AT_SIDE} px (the default image_size) the median structure "
+                         f"would be {w * THIN_AT_SIDE:.1f} px wide; resizing will erase much of it, so keep a larger "
+                         "data.image_size or native resolution")
         if self.unreadable:
             lines.append(f"{len(self.unreadable)} pairs could not be read and were left out: "
                          + "; ".join(self.unreadable[:3]) + (" ..." if len(self.unreadable) > 3 else ""))
         return lines
+
+
+def _percent(d: Distribution) -> str:
+    return f"median {d.median:.1%} (5-95 %: {d.p5:.1%}-{d.p95:.1%})"
 
 
 def _fmt(v: float) -> str:
