@@ -478,6 +478,50 @@ def tune_postprocess(
                   markup=False)
 
 
+# -------------------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="run folder, checkpoint, or exported .onnx "
+                                          "(int8 included)")],
+    host: Annotated[str, typer.Option(help="address to listen on; anything but loopback needs a token")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    token_file: Annotated[Path | None, typer.Option("--token-file", metavar="FILE", help="file whose first line "
+                                                    "is the bearer token (else $MEDSEG_TOKEN)")] = None,
+    workers: Annotated[int, typer.Option(help="worker threads running the model")] = 1,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="uploads waiting for a worker; more are "
+                                           "answered 503 with Retry-After")] = 16,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="largest file accepted (413 above)")]
+    = 32.0,
+    max_megapixels: Annotated[float, typer.Option("--max-megapixels", help="largest image, width x height x "
+                                                  "frames from the header, checked before decoding (413)")] = 40.0,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="run up to N concurrent uploads in one model "
+                                             "call (1 = off; see bench/serve_load.py)")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="with --micro-batch: how long a worker "
+                                                 "waits for more uploads")] = 5.0,
+) -> None:
+    """Serve a model over HTTP (FastAPI + uvicorn) with a browser viewer at /.
+
+    POST /v1/segment (an image or DICOM file: mask PNG, json, overlay, dicom-seg), POST /v1/segment/batch,
+    GET /v1/model, /metrics (Prometheus), /livez, /readyz, /docs. Masks are computed by the same Predictor
+    as `medseg predict`. Ctrl-C or SIGTERM stops after in-flight requests finish.
+
+    Examples:
+
+      medseg serve runs/isic --token-file ~/.medseg-token
+
+      medseg serve isic_int8.onnx --host 0.0.0.0 --port 8080 --token-file /run/secrets/medseg --max-queue 32
+
+      curl -H "Authorization: Bearer $(cat ~/.medseg-token)" -F file=@ISIC_0000001.jpg -o mask.png
+      localhost:8000/v1/segment
+    """
+    from medseg.serve.runner import serve as run_server
+
+    run_server(model, host=host, port=port, token_file=token_file, workers=workers, max_queue=max_queue,
+               max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, max_batch=micro_batch,
+               batch_wait_ms=batch_wait_ms, log_level=logging.DEBUG if _state["debug"] else logging.INFO)
+
+
 # --------------------------------------------------------------------------------- presets / models
 @app.command()
 def presets() -> None:

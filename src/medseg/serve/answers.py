@@ -1,0 +1,71 @@
+"""Build one request's answer in the worker thread, from the Predictor's probabilities.
+
+Masks come from :meth:`Predictor.to_mask` (threshold and the run's post-processing), exactly as
+``medseg predict`` makes them; the formats are listed in :data:`medseg.serve.outputs.MEDIA_TYPES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.serve import outputs
+from medseg.serve.pool import Job
+from medseg.serve.security import UploadError
+
+
+@dataclass
+class Answer:
+    """Either a file (``body`` + ``media_type``) or a JSON ``payload`` that the handler completes."""
+
+    media_type: str
+    body: bytes = b""
+    payload: dict[str, Any] | None = None
+
+
+def summary(job: Job, mask: np.ndarray, model_id: str) -> dict[str, Any]:
+    """The JSON answer: input size, threshold, model id and per-class area, bbox, RLE, polygons."""
+    predictor = job.predictor
+    upload = job.upload
+    h, w = mask.shape[:2]
+    return {
+        "model": model_id,
+        "threshold": predictor.threshold,
+        "tta": job.tta,
+        "postprocess": predictor.postprocess.describe(),
+        "input": {"kind": upload.kind, "width": int(w), "height": int(h), "frames": len(upload.frames),
+                  "frame": (job.frame or 0) + 1},
+        "classes": outputs.class_summaries(mask, predictor.config, upload.spacing_mm),
+    }
+
+
+def build_answer(job: Job, probas: list[np.ndarray], workdir: Path, *, fmt: str, model_id: str,
+                 mask_in_json: bool = False) -> Answer:
+    """The answer in ``fmt`` (png, json, overlay, probability, dicom-seg, viewer) for one job."""
+    predictor = job.predictor
+    cfg = predictor.config
+    masks = [predictor.to_mask(p) for p in probas]
+    dicom = job.kind == "dicom"
+    media = outputs.MEDIA_TYPES[fmt]
+    if fmt == "dicom-seg":
+        if not dicom:
+            raise UploadError(406, "a DICOM SEG can only answer a DICOM upload; ask for png or json")
+        return Answer(media, outputs.dicom_seg_bytes(job.upload.dataset, masks, cfg, workdir))
+    image, mask, proba = job.images()[0], masks[0], probas[0]
+    if fmt == "png":
+        return Answer(media, outputs.mask_png(mask, cfg, workdir, dicom=dicom))
+    if fmt == "overlay":
+        return Answer(media, outputs.overlay_png(image, mask, cfg, workdir))
+    if fmt == "probability":
+        return Answer(media, outputs.png_bytes(outputs.probability_image(proba), workdir))
+    payload = summary(job, mask, model_id)
+    if fmt == "viewer":
+        payload["mask_png"] = outputs.b64(outputs.mask_png(mask, cfg, workdir, dicom=dicom))
+        payload["probability_png"] = outputs.b64(outputs.png_bytes(outputs.probability_image(proba), workdir))
+        payload["image_jpeg"] = outputs.b64(outputs.jpeg_bytes(image))
+    elif mask_in_json:
+        payload["mask_png"] = outputs.b64(outputs.mask_png(mask, cfg, workdir, dicom=dicom))
+    return Answer(media, payload=payload)

@@ -1,0 +1,91 @@
+"""What ``GET /v1/model`` says about the loaded model: identity, classes, input, export kind, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from medseg.config import label_names
+from medseg.inference.overlay import class_colours
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _training_metrics(model_path: Path, predictor) -> dict[str, Any]:
+    """Validation figures recorded at training (checkpoint), by ``medseg evaluate`` (run folder) or at export."""
+    out: dict[str, Any] = {}
+    backend = predictor.backend
+    if getattr(backend, "kind", "") == "onnx":
+        raw = backend.metadata.get("verification")
+        if raw:
+            try:
+                out["export_verification"] = json.loads(raw)
+            except ValueError:
+                pass
+        return out
+    try:
+        import torch
+
+        ckpt = torch.load(predictor.source, map_location="cpu", weights_only=False, mmap=True)
+        for key in ("epoch", "val_dice"):
+            if key in ckpt:
+                out[key] = ckpt[key]
+        out["versions"] = ckpt.get("versions", {})
+    except Exception as err:  # noqa: BLE001 - metrics are informative only
+        log.warning("training metrics could not be read from the checkpoint (%s)", type(err).__name__)
+    run = model_path if model_path.is_dir() else Path(predictor.source).parent
+    summary = run / "eval_val" / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+            out["eval_val"] = {k: v for k, v in data.items() if isinstance(v, (int, float))}
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
+    """A JSON-ready description: name, id (name@sha256 prefix), classes with colours, input size, kind."""
+    import medseg
+
+    model_path = Path(model_path)
+    source = Path(predictor.source)
+    sha = file_sha256(source) if source.is_file() else ""
+    name = model_path.name if model_path.is_dir() else model_path.stem
+    cfg = predictor.config
+    backend = predictor.backend
+    if getattr(backend, "kind", "") == "onnx":
+        kind = f"onnx-{getattr(backend, 'precision', 'fp32')}"
+    else:
+        kind = "pytorch"
+    names = label_names(cfg)
+    colours = class_colours(cfg)
+    return {
+        "name": name,
+        "id": f"{name}@{sha[:12]}" if sha else name,
+        "file": source.name,
+        "sha256": sha,
+        "kind": kind,
+        "backend": predictor.describe(),
+        "medseg_version": medseg.__version__,
+        "architecture": f"{cfg.model.arch}-{cfg.model.encoder}",
+        "config": cfg.name,
+        "classes": [{"index": i, "name": n, "colour": list(colours[i % len(colours)])} for i, n in enumerate(names)],
+        "multi_class": cfg.model.classes > 1,
+        "input_size": cfg.data.image_size,
+        "threshold": cfg.infer.threshold,
+        "tta_default": bool(cfg.infer.tta),
+        "postprocess": predictor.postprocess.describe(),
+        "metrics": _training_metrics(model_path, predictor),
+    }
