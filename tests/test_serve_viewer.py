@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve_helpers import TOKEN, UvicornThread, wait_ready
 from PIL import Image
 from typer.testing import CliRunner
 
+from _serve_helpers import TOKEN, UvicornThread, wait_ready
 from medseg.cli import app as cli
 from medseg.inference.predictor import Predictor
 from medseg.serve.app import create_app
