@@ -512,8 +512,7 @@ def serve(
 
       medseg serve isic_int8.onnx --host 0.0.0.0 --port 8080 --token-file /run/secrets/medseg --max-queue 32
 
-      curl -H "Authorization: Bearer $(cat ~/.medseg-token)" -F file=@ISIC_0000001.jpg -o mask.png
-      localhost:8000/v1/segment
+      curl -H "Authorization: Bearer $TOKEN" -F file=@ISIC_0000001.jpg localhost:8000/v1/segment -o mask.png
     """
     from medseg.serve.runner import serve as run_server
 
