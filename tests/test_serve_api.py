@@ -303,3 +303,44 @@ def test_token_file_and_environment(tmp_path, monkeypatch):
     assert token_matches("Bearer from-env", "from-env") and token_matches("bearer from-env", "from-env")
     assert not token_matches("Bearer from-en", "from-env") and not token_matches("Basic from-env", "from-env")
     assert json.dumps(load_token(None))  # a plain string
+
+
+@pytest.fixture(scope="module")
+def multiclass_checkpoint(tmp_path_factory):
+    """A 3-class checkpoint (random weights, seeded): enough to check the multi-class answers."""
+    import torch
+
+    from medseg.config import build_config
+    from medseg.engine.checkpoint import save_checkpoint
+    from medseg.models import create_model
+
+    cfg = build_config(preset="default", overrides=["data.image_size=64", "model.encoder=resnet18",
+                                                     "model.encoder_weights=none", "model.classes=3",
+                                                     "data.class_names=[background,liver,tumour]",
+                                                     "train.precision=fp32"])
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("multiclass") / "three.pt"
+    save_checkpoint(path, create_model(cfg.model, load_weights=False), cfg.model_dump(mode="json"))
+    return path
+
+
+def test_multiclass_answers_indexed_masks_and_per_class_json(multiclass_checkpoint, inputs, tmp_path):
+    path = inputs["odd.jpg"]
+    medseg_cli("predict", multiclass_checkpoint, path, "--out", tmp_path / "cli")
+    expected = (tmp_path / "cli" / "odd.png").read_bytes()
+    settings = ServeSettings(token=TOKEN, model_path=str(multiclass_checkpoint))
+    with TestClient(create_app(lambda: Predictor.load(multiclass_checkpoint), settings)) as c:
+        wait_ready(c.get)
+        r = c.post("/v1/segment", content=path.read_bytes(), headers=AUTH)
+        assert r.status_code == 200 and r.content == expected
+        labels = np.array(Image.open(io.BytesIO(r.content)))
+        assert Image.open(io.BytesIO(r.content)).mode == "P" and labels.max() <= 2
+        body = c.post("/v1/segment?format=json", content=path.read_bytes(), headers=AUTH).json()
+        assert [(k["index"], k["name"], k["value"]) for k in body["classes"]] == [(1, "liver", 1), (2, "tumour", 2)]
+        for entry in body["classes"]:
+            assert entry["area_pixels"] == int((labels == entry["value"]).sum())
+        proba = c.post("/v1/segment?format=probability", content=path.read_bytes(), headers=AUTH)
+        rgb = np.array(Image.open(io.BytesIO(proba.content)))
+        assert rgb.shape == (77, 131, 3) and np.array_equal(rgb[..., 0], labels)  # R = argmax class
+        model = c.get("/v1/model", headers=AUTH).json()
+        assert model["multi_class"] and [k["name"] for k in model["classes"]] == ["background", "liver", "tumour"]

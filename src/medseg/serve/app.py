@@ -100,7 +100,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_files(request: Request, settings: ServeSettings, max_files: int) -> list[bytes]:
     """The uploaded files: multipart fields ``file`` (or ``files``), or the raw body as one file."""
     per_file = settings.max_upload_bytes
-    body = await read_body(request, per_file * max_files + MULTIPART_OVERHEAD)
+    body = await read_body(request, per_file + MULTIPART_OVERHEAD)  # a batch shares one upload's budget
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         if len(body) > per_file:
             raise UploadError(413, f"the upload is larger than {settings.max_upload_mb:g} MiB (--max-upload-mb)")
@@ -150,11 +150,18 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
     """
     settings = settings or ServeSettings()
     install_request_id_logging()
-    loader = load if callable(load) and not hasattr(load, "predict_batch") else (lambda: load)
+    get_predictor = load if callable(load) and not hasattr(load, "predict_batch") else (lambda: load)
+    state: dict[str, Any] = {"model": None}
+
+    def loader():
+        """Load the model and describe it (file hash included) before the service reports ready."""
+        predictor = get_predictor()
+        state["model"] = describe_model(predictor, settings.model_path or predictor.source)
+        return predictor
+
     metrics = ServeMetrics()
     pool = InferencePool(loader, workers=settings.workers, max_queue=settings.max_queue,
                          max_batch=settings.max_batch, batch_wait_ms=settings.batch_wait_ms, metrics=metrics)
-    state: dict[str, Any] = {"model": None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -171,8 +178,6 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
     app.state.pool, app.state.metrics, app.state.settings = pool, metrics, settings
 
     def model_info() -> dict[str, Any]:
-        if state["model"] is None:
-            state["model"] = describe_model(pool.predictor, settings.model_path or pool.predictor.source)
         return state["model"]
 
     # ------------------------------------------------------------------ middleware
@@ -255,7 +260,7 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
         """The loaded model: name, id, classes (names, colours), input size, version, metrics, export kind."""
         if not pool.ready.is_set():
             return not_ready()
-        return await asyncio.to_thread(model_info)
+        return model_info()
 
     @app.get("/metrics", tags=["health"], dependencies=[Security(_bearer)])
     async def prometheus() -> Response:
