@@ -344,3 +344,38 @@ def test_multiclass_answers_indexed_masks_and_per_class_json(multiclass_checkpoi
         assert rgb.shape == (77, 131, 3) and np.array_equal(rgb[..., 0], labels)  # R = argmax class
         model = c.get("/v1/model", headers=AUTH).json()
         assert model["multi_class"] and [k["name"] for k in model["classes"]] == ["background", "liver", "tumour"]
+
+
+def test_micro_batching_runs_waiting_uploads_in_one_model_call(predictor, tiny_run, inputs):
+    gated = GatedPredictor(predictor)
+    settings = ServeSettings(token=TOKEN, model_path=str(tiny_run), workers=1, max_queue=8, max_batch=4)
+    names = ["old.bmp", "odd.jpg", "wide.png", "scan.tif"]
+    with TestClient(create_app(gated, settings)) as c:
+        wait_ready(c.get)
+        gated.gate.clear()
+        gated.entered.clear()
+        answers: dict[str, object] = {}
+
+        def send(name: str) -> None:
+            answers[name] = c.post("/v1/segment", content=inputs[name].read_bytes(), headers=AUTH)
+
+        first = threading.Thread(target=send, args=(names[0],))
+        first.start()
+        assert gated.entered.wait(30)  # the worker holds the first upload alone
+        rest = [threading.Thread(target=send, args=(n,)) for n in names[1:]]
+        for t in rest:
+            t.start()
+        deadline = time.monotonic() + 30
+        while c.app.state.pool.queue.qsize() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gated.gate.set()
+        for t in [first, *rest]:
+            t.join(60)
+        text = c.get("/metrics", headers=AUTH).text
+    assert "medseg_batch_size_count 2.0" in text and "medseg_batch_size_sum 4.0" in text  # 1 alone, then 3 at once
+    for name in names:
+        r = answers[name]
+        assert r.status_code == 200
+        batched = np.array(Image.open(io.BytesIO(r.content)))
+        alone = predictor.predict(inputs[name])
+        assert batched.shape == alone.shape and (batched == alone).mean() > 0.99  # batched kernels: last bits only

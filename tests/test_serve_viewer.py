@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from _dicom_factories import ct_slice
 from _serve_helpers import TOKEN, UvicornThread, wait_ready
 from medseg.cli import app as cli
 from medseg.inference.predictor import Predictor
@@ -113,4 +114,12 @@ def test_viewer_overlays_thresholds_and_downloads_the_mask_of_medseg_predict(bro
         assert page.eval_on_selector("#overlay", "c => c.style.opacity") == "0.8"
         page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
         assert len(segment_calls) == 1
+
+        # a DICOM file: the server renders the windowed frame for the page
+        pixels = np.random.default_rng(2).integers(0, 400, (40, 56)).astype(np.int16)
+        ct = ct_slice(tmp_path / "ct.dcm", pixels, window=(40, 400))
+        page.set_input_files("#file", str(ct))
+        page.wait_for_selector("#status[data-state=done]", timeout=120_000)
+        assert page.eval_on_selector("#overlay", "c => [c.width, c.height]") == [56, 40]
+        assert len(segment_calls) == 2
         page.close()
