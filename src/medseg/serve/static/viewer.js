@@ -148,6 +148,7 @@ async function segment(file) {
   const proba = await bitmap(result.probability_png, "image/png");
   state.width = result.input.width; state.height = result.input.height;
   for (const id of ["image", "overlay"]) { $(id).width = state.width; $(id).height = state.height; }
+  $("stage").style.width = Math.max(state.width, 512) + "px";  // small images are shown enlarged
   $("image").getContext("2d").drawImage(image, 0, 0);
   const scratch = document.createElement("canvas");
   scratch.width = state.width; scratch.height = state.height;
