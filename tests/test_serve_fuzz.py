@@ -108,6 +108,7 @@ def cases(tmp_path) -> list[tuple[str, bytes, bool]]:
     return out
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data", "ignore::PIL.Image.DecompressionBombWarning")
 def test_malformed_uploads_get_4xx_never_500_and_the_service_keeps_serving(tiny_run, tmp_path):
     predictor = Predictor.load(tiny_run)
     settings = ServeSettings(token=TOKEN, model_path=str(tiny_run), max_queue=64, max_megapixels=40)
