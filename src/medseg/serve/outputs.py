@@ -149,19 +149,15 @@ def class_summaries(mask: np.ndarray, config, spacing_mm: tuple[float, float] | 
 
 
 def dicom_seg_bytes(dataset, masks: list[np.ndarray], config, workdir: Path) -> bytes:
-    """A DICOM SEG for the uploaded instance (every frame), made as ``medseg predict --format dicom-seg``
-    makes it (:func:`medseg.io.dicom_seg.write_seg`, same segment names, algorithm and parameters)."""
-    from medseg import __version__
-    from medseg.inference.series_output import class_names
+    """A DICOM SEG for the uploaded instance (every frame), described as ``medseg predict --format dicom-seg``
+    describes it (:func:`~medseg.inference.series_output.seg_description`, :func:`medseg.io.dicom_seg.write_seg`)."""
+    from medseg.inference.series_output import seg_description
     from medseg.io.dicom_seg import write_seg
 
     binary = config.model.classes == 1
     labels = np.stack([(m > 0).astype(np.uint8) if binary else m.astype(np.uint8) for m in masks])
-    params = {"threshold": f"{config.infer.threshold:g}", "config": config.name[:40]}
     path = Path(workdir) / "mask.seg.dcm"
-    write_seg([dataset], labels, path, class_names=class_names(config),
-              algorithm=f"medseg {config.model.arch}-{config.model.encoder}", version=__version__,
-              parameters=params)
+    write_seg([dataset], labels, path, **seg_description(config))
     data = path.read_bytes()
     path.unlink(missing_ok=True)
     return data
