@@ -379,3 +379,21 @@ def test_micro_batching_runs_waiting_uploads_in_one_model_call(predictor, tiny_r
         batched = np.array(Image.open(io.BytesIO(r.content)))
         alone = predictor.predict(inputs[name])
         assert batched.shape == alone.shape and (batched == alone).mean() > 0.99  # batched kernels: last bits only
+
+
+@pytest.mark.realdata
+def test_real_dicom_files_answer_like_medseg_predict(client, tiny_run, shared_data, tmp_path):
+    """Real files of ../shared/data/dicom: masks equal `medseg predict`'s; a file whose SEG cannot be made
+    (bad_sequence.dcm: no Frame of Reference, as the CLI also finds) is a 422, not a 500."""
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm", "US1_J2KR.dcm"):
+        src = shared_data / "dicom" / "single" / name
+        (tmp_path / "in" / src.stem).mkdir(parents=True)
+        (tmp_path / "in" / src.stem / name).write_bytes(src.read_bytes())
+        medseg_cli("predict", tiny_run, tmp_path / "in" / src.stem, "--out", tmp_path / "png" / src.stem)
+        (expected,) = (tmp_path / "png" / src.stem).rglob("*.png")
+        r = client.post("/v1/segment", content=src.read_bytes(), headers=AUTH)
+        assert r.status_code == 200 and r.content == expected.read_bytes(), name
+    bad = (shared_data / "dicom" / "single" / "bad_sequence.dcm").read_bytes()
+    assert client.post("/v1/segment", content=bad, headers=AUTH).status_code == 200
+    r = client.post("/v1/segment?format=dicom-seg", content=bad, headers=AUTH)
+    assert r.status_code == 422 and "SEG" in r.json()["error"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medseg.config import build_config
+from medseg.errors import MedsegError
 from medseg.serve.security import REQUEST_ID, UploadError
 from medseg.serve.uploads import Upload, decode_upload
 
@@ -237,9 +238,12 @@ class InferencePool:
             job.timing["inference_ms"] = seconds * 1000
             try:
                 result = job.finish(job, probas[start:start + n], workdir)
-            except Exception as err:  # noqa: BLE001 - reported to that request only
-                if not isinstance(err, UploadError):
-                    log.exception("answer could not be built")
+            except UploadError as err:
+                self._fail(job, err)
+            except MedsegError as err:  # the upload cannot have this answer (e.g. no SEG for this instance)
+                self._fail(job, UploadError(422, str(err).replace(str(workdir), "")))
+            except Exception as err:  # noqa: BLE001 - reported to that request only, as 500
+                log.exception("answer could not be built")
                 self._fail(job, err)
             else:
                 job.loop.call_soon_threadsafe(_settle, job.future, result, None)
