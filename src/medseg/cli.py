@@ -253,6 +253,8 @@ def train(
                                                     "value, e.g. --set optim.lr=3e-4 (repeatable)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last.pt")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")] = False,
+    devices: Annotated[int, typer.Option("--devices", metavar="N", min=1, help="train with N processes on this "
+                                         "machine (DDP through torchrun: one per GPU, or gloo on CPU)")] = 1,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
@@ -261,14 +263,19 @@ def train(
 
     Names (preset, architecture, encoder, loss, --set keys) are checked before any data is read;
     the run folder is created once the data is usable. On a CPU without --time-budget the first
-    steps are timed and the likely duration is printed.
+    steps are timed and the likely duration is printed. SIGTERM stops at the next step with the
+    resume state in last.pt (exit 0); --resume continues, with any number of processes.
 
     \b
     Examples:
       medseg train data/isic -o runs/isic --time-budget 20
-      medseg train data/isic -o runs/small --set model.encoder=resnet18 --epochs 30
-      medseg train -o runs/isic --resume
+      medseg train data/isic -o runs/isic --devices 2 --set train.effective_batch_size=16
+      torchrun --nproc-per-node 4 -m medseg train data/isic -o runs/isic
     """
+    from medseg.engine.distributed import launch, under_torchrun
+
+    if devices > 1 and not under_torchrun():
+        raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
     from medseg.engine.train import train as run_train
 
     overrides = list(set_ or [])
@@ -280,7 +287,8 @@ def train(
         preset = "default"
     run = run_train(data, out, preset=preset, config_file=config, overrides=overrides, resume=resume,
                     overwrite=overwrite, images=images, masks=masks, manifest=manifest)
-    console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
 
 
 # ----------------------------------------------------------------------------------------- evaluate
@@ -356,36 +364,61 @@ def predict(
     = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
                                                     "setting, e.g. --set infer.mode=sliding (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--resume", help="--resume (default): skip images whose "
+                                            "outputs in --out are already complete, so a killed run finishes the "
+                                            "rest; --overwrite: predict every image again")] = False,
 ) -> None:
     """Write a {0,255} mask PNG at each input's own size; unreadable files are reported and skipped.
 
     An input is never overwritten: a mask that would replace an input (predicting photos/ into
     photos/ when they are PNGs) or two inputs that would share a mask name (a.png and a.jpg) stop
-    the command before anything is written.
+    the command before anything is written. Restartable: images whose outputs in --out are complete
+    are skipped. Under torchrun each of N processes predicts every N-th image of a folder.
 
     \b
     Examples:
       medseg predict runs/isic photos/ -o masks/ --overlay
       medseg predict isic.onnx ISIC_0000001.jpg -o masks/ --threshold 0.4
-      medseg predict runs/ct scans/ --format dicom-seg -o seg/
+      torchrun --nproc-per-node 4 -m medseg predict runs/isic big_folder/ -o masks/
     """
+    from medseg.engine.distributed import DistContext, init_distributed, shutdown, under_torchrun
+    from medseg.inference.folder_run import predict_folder_restartable
     from medseg.inference.predictor import Predictor
     from medseg.inference.series_output import is_dicom_input, predict_dicom
 
     overrides = _inference_overrides(set_, threshold)
     if tta is not None or uncertainty:
         overrides.append(f"infer.tta={'true' if (tta or uncertainty) else 'false'}")
-    predictor = Predictor.load(run, overrides=overrides)
-    if fmt != "png" or is_dicom_input(input):  # DICOM goes series by series
-        result = predict_dicom(predictor, input, out, fmt=fmt)
-    else:
-        result = predictor.predict_folder(input, out, overlay=overlay, uncertainty=uncertainty)
+    ctx = init_distributed(backend="gloo") if under_torchrun() else DistContext()
+    try:
+        if ctx.enabled and (fmt != "png" or is_dicom_input(input)):
+            raise MedsegError("torchrun shards folders of images; predict DICOM input in one process")
+        device = f"cuda:{ctx.local_rank}" if ctx.enabled and _cuda() else None
+        predictor = Predictor.load(run, overrides=overrides, device=device)
+        if fmt != "png" or is_dicom_input(input):  # DICOM goes series by series
+            result = predict_dicom(predictor, input, out, fmt=fmt)
+        else:
+            result = predict_folder_restartable(predictor, input, out, overlay=overlay, uncertainty=uncertainty,
+                                                overwrite=overwrite, ctx=ctx)
+    finally:
+        shutdown(ctx)
+    if not ctx.is_main:
+        return
+    skipped = getattr(result, "skipped", [])
+    done = f", {len(skipped)} already complete" if skipped else ""
+    procs = f" by {ctx.world} processes" if ctx.enabled else ""
     written = f"wrote {_count(len(result.written), 'mask')} to {out}" if result.written else "wrote no masks"
-    console.print(f"{written} ({predictor.describe()})", markup=False)
+    console.print(f"{written}{done}{procs} ({predictor.describe()})", markup=False)
     for _, message in result.failed:  # the message names the file
         console.print(f"skipped: {message}", markup=False)
-    if result.failed and not result.written:
+    if result.failed and not (result.written or skipped):
         raise typer.Exit(1)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ----------------------------------------------------------------------------- export / post-process
@@ -684,6 +717,19 @@ def demo(
     console.print(f"data:      {out / 'data'}\nrun:       {out / 'run'} (best.pt, metrics.csv, curves.png)\n"
                   f"results:   {out / 'eval_test'} (per_image.csv, summary.json, overlays/)\n"
                   f"summary:   {out / 'summary.json'}\ntook {summary['demo_seconds']:.0f} s")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` less ``name VALUE`` / ``name=VALUE`` (to hand the rest to torchrun's workers)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def main() -> None:

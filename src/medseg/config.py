@@ -158,7 +158,12 @@ class StageConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(100, ge=1, description="maximum epochs (with stages: their sum)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="images per forward pass on one process")
+    effective_batch_size: int | None = Field(None, ge=1, description="images per optimiser step over all "
+                                             "processes, reached by gradient accumulation (default: batch_size "
+                                             "x processes); keeps the schedule when the number of processes changes")
+    sync_batchnorm: bool = Field(False, description="multi-GPU runs: BatchNorm statistics over all processes "
+                                 "(SyncBatchNorm); CPU runs keep per-process statistics")
     time_budget_min: float | None = Field(None, gt=0, description="stop cleanly after this many minutes")
     patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice")
     augment: Augment = "mid"

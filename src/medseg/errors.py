@@ -38,3 +38,10 @@ def did_you_mean(name: object, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class WriteError(MedsegError, OSError):
+    """A file that cannot be written (disk full, file-size limit, read-only folder); earlier versions stay intact.
+
+    Also an ``OSError``, so code that handles failed writes as such keeps working.
+    """

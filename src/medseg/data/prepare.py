@@ -40,8 +40,9 @@ def discover_and_check(data: str | Path | None, *, images=None, masks=None, mani
 
 
 def split_for_training(report: CheckReport, run_dir: Path, *, val_fraction: float, test_fraction: float,
-                       seed: int, reuse: bool) -> PreparedData:
-    """Use the data's own split, else the run's saved one (on resume), else a new seeded one (saved)."""
+                       seed: int, reuse: bool, save: bool = True) -> PreparedData:
+    """Use the data's own split, else the run's saved one (on resume), else a new seeded one (saved unless
+    ``save`` is False: in multi-process runs only rank 0 writes)."""
     pairs = report.good
     saved = run_dir / SPLITS_FILE
     if any(p.split for p in pairs):
@@ -51,7 +52,8 @@ def split_for_training(report: CheckReport, run_dir: Path, *, val_fraction: floa
     else:
         splits = assign_splits(pairs, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         source = f"a seeded split (seed {seed})"
-    save_splits(saved, splits)
+    if save:
+        save_splits(saved, splits)
     if not splits.get("train"):
         raise DataError(f"the split of {len(pairs)} pairs leaves no training images")
     if not splits.get("val"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,20 @@ def versions() -> dict[str, str]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any], **extra: Any) -> None:
-    """Save ``model`` weights (fp32, contiguous) with its config; ``extra`` holds resume state."""
+    """Save ``model`` weights (fp32, contiguous) with its config; ``extra`` holds resume state.
+
+    Crash-safe: serialised in memory, written to a temporary file, flushed to disk (fsync) and renamed
+    over ``path``, so a kill or power cut at any moment leaves the previous or the new checkpoint, never
+    a torn one. A full disk or a file-size limit raises :class:`~medseg.errors.WriteError`.
+    """
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     payload = {"format": "medseg-checkpoint-1", "model": state, "config": config, "versions": versions(), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buf = io.BytesIO()  # torch.save into a file reports a full disk as an opaque RuntimeError
+    torch.save(payload, buf)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

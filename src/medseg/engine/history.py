@@ -9,8 +9,11 @@ from typing import Any
 
 from medseg.io.files import atomic_path, write_text_atomic
 
+# train_img_per_s: all processes together; img_per_s_per_process: global rank 0's share
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "train_images", "train_seconds",
-           "train_img_per_s", "epoch_seconds", "elapsed_seconds")
+           "train_img_per_s", "img_per_s_per_process", "world_size", "effective_batch", "epoch_seconds",
+           "elapsed_seconds")
+INTS = ("epoch", "train_images", "world_size", "effective_batch")
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -18,8 +21,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
         return []
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    ints = ("epoch", "train_images")
-    return [{k: int(v) if k in ints else float(v) for k, v in row.items()} for row in rows]
+    # columns added later are empty in older files
+    return [{k: int(v) if k in INTS else float(v) for k, v in row.items() if v not in ("", None)} for row in rows]
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -3,12 +3,16 @@
 data -> checked pairs -> split -> cached datasets -> model (+ encoder weights) -> loop of epochs
 (bf16/fp16 autocast, channels_last, warm-up + cosine learning rate, optional time budget) ->
 validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves.png.
+
+The same loop runs in every process of a torchrun launch (DDP, gradient accumulation up to
+``train.effective_batch_size``); what the processes must agree on lives in
+:mod:`medseg.engine.distributed`, and only global rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, save_config
@@ -25,13 +29,26 @@ from medseg.data.prepare import discover_and_check, record_data_source, split_fo
 from medseg.data.readers import TargetSpec
 from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medseg.engine.distributed import (
+    DistContext,
+    ShardedSampler,
+    cpu_threads_per_process,
+    gather_in_order,
+    init_distributed,
+    maybe_sync_batchnorm,
+    plan_batches,
+    shard,
+    shutdown,
+    steps_in_epoch,
+    wrap_model,
+)
 from medseg.engine.estimate import DurationEstimate
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
 from medseg.engine.schedule import LrSchedule
 from medseg.engine.stages import EpochPlan, apply_freezing, plan_epoch
 from medseg.errors import CheckpointError
-from medseg.io.files import write_text_atomic
+from medseg.io.files import remove_stale_temps, write_text_atomic
 from medseg.losses import build_loss
 from medseg.metrics import batch_dice, batch_dice_multiclass
 from medseg.models import create_model, main_logits, model_summary
@@ -46,23 +63,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_train_loader(dataset, plan: EpochPlan, bs: int, cfg: Config, generator: torch.Generator,
-                      sample_weights: list[float] | None) -> DataLoader:
-    """This epoch's loader: the plan's images (stages), shuffled or class-balanced, augmented per plan."""
+def make_train_loader(dataset, plan: EpochPlan, micro: int, cfg: Config, ctx: DistContext, epoch: int,
+                      start: int, sample_weights: list[float] | None) -> DataLoader:
+    """This epoch's loader for this process: its share of the plan's images (stages), shuffled or
+    class-balanced from (seed, epoch), starting after ``start`` images already trained on (resume)."""
     if dataset.augment_strength != plan.augment:
         dataset.set_augment(plan.augment)
     indices = plan.indices if plan.indices is not None else list(range(len(dataset)))
-    subset = Subset(dataset, indices)
-    if sample_weights is not None:
-        weights = [sample_weights[i] for i in indices]
-        sampler = WeightedRandomSampler(weights, num_samples=len(indices), replacement=True, generator=generator)
-        kwargs = {"sampler": sampler}
-    else:
-        kwargs = {"shuffle": True, "generator": generator}
+    weights = [sample_weights[i] for i in indices] if sample_weights is not None else None
+    sampler = ShardedSampler(Subset(dataset, indices), ctx, seed=cfg.train.seed, weights=weights)
+    sampler.set_epoch(epoch)
+    sampler.set_start(start)
     # every image every epoch; only a last batch of one image is dropped (BatchNorm on 1x1 pooled maps,
     # as in PSPNet, cannot train on a single sample)
-    lone_last = len(indices) > 1 and len(indices) % bs == 1
-    return DataLoader(subset, batch_size=bs, drop_last=lone_last, num_workers=cfg.train.num_workers, **kwargs)
+    lone_last = len(sampler) > 1 and len(sampler) % micro == 1
+    return DataLoader(sampler.dataset, batch_size=micro, sampler=sampler, drop_last=lone_last,
+                      num_workers=cfg.train.num_workers)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -76,22 +92,31 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
 
 
 @torch.inference_mode()
-def validate_epoch(model, loader, criterion, rt: Runtime, mean_std, threshold: float) -> tuple[float, float]:
-    """Mean validation loss and mean per-image Dice at the model resolution (foreground classes)."""
+def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: float, batch_size: int,
+                   ctx: DistContext) -> tuple[float, float]:
+    """Mean per-image validation loss and Dice at the model resolution (foreground classes).
+
+    Each process scores ``dataset[rank::world]`` (no padding, no image twice); the per-image values are
+    gathered back into dataset order on every rank and averaged there, so N processes report exactly
+    what one process would compute from the same per-image values.
+    """
     model.eval()
-    losses, dices = [], []
-    for images, masks in loader:
+    mine = shard(range(len(dataset)), ctx)
+    losses: list[float] = []
+    dices: list[float] = []
+    for images, masks in DataLoader(Subset(dataset, mine), batch_size=batch_size, num_workers=0):
         x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
         y = masks.to(rt.device).float()
         with rt.autocast():
             logits = main_logits(model(x)).float()
-        losses.append(criterion(logits, y).item() * len(x))
+        losses += [criterion(logits[i : i + 1], y[i : i + 1]).item() for i in range(len(x))]
         if logits.shape[1] == 1:
-            dices.append(batch_dice(torch.sigmoid(logits) > threshold, y > 0.5))
+            dices += batch_dice(torch.sigmoid(logits) > threshold, y > 0.5).tolist()
         else:
-            dices.append(batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]))
-    n = len(loader.dataset)
-    return sum(losses) / n, torch.cat(dices).float().mean().item()
+            dices += batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]).tolist()
+    n = len(dataset)
+    losses, dices = gather_in_order(ctx, losses, n), gather_in_order(ctx, dices, n)
+    return float(np.mean(np.asarray(losses, np.float64))), float(np.mean(np.asarray(dices, np.float64)))
 
 
 def train(
@@ -112,9 +137,27 @@ def train(
     """Train a model on ``data`` into the run folder ``out``; returns ``out``.
 
     An existing run in ``out`` is continued with ``resume``, replaced with ``overwrite``, and otherwise
-    left alone (an error), so that a finished model is never clobbered by accident.
+    left alone (an error), so that a finished model is never clobbered by accident. Started by torchrun,
+    every process runs this function and only global rank 0 writes (see :mod:`medseg.engine.distributed`);
+    SIGTERM stops every process at the next step boundary with the resume state saved.
     """
-    out = Path(out)
+    ctx = init_distributed()
+    ctx.stop_on_sigterm()
+    if not ctx.is_main:  # one voice: rank 0 logs and shows progress
+        logging.getLogger("medseg").setLevel(logging.WARNING)
+        progress = False
+    try:
+        return _train(ctx, data, Path(out), preset=preset, config_file=config_file, overrides=overrides,
+                      config=config, images=images, masks=masks, manifest=manifest, resume=resume,
+                      overwrite=overwrite, progress=progress)
+    finally:
+        ctx.restore_sigterm()
+        shutdown(ctx)
+
+
+def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides, config, images, masks, manifest,
+           resume: bool, overwrite: bool, progress: bool) -> Path:
+    main = ctx.is_main
     resume_state = None
     if not resume and (out / LAST).exists() and not overwrite:
         raise CheckpointError(f"run folder {out} already holds a run; use --resume to continue it, "
@@ -126,26 +169,29 @@ def train(
         cfg = build_config(base=resume_state["config"], overrides=overrides)
     else:
         cfg = config or build_config(preset or ("default" if not config_file else None), config_file, overrides)
-    set_threads(cfg.train.threads)
+    set_threads(cfg.train.threads or (cpu_threads_per_process(ctx) if ctx.enabled else None))
     seed_everything(cfg.train.seed)
     # every name (architecture, encoder, options) is checked here, before any data is read
     model = create_model(cfg.model, load_weights=False)
 
-    # ---- data: find, check, split, cache; the run folder is made only once the data is usable
+    # ---- data: find, check, split, cache (every rank alike); the run folder is made only once the data is
+    # usable, and only global rank 0 writes into it
     report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress,
                                 target=TargetSpec.from_config(cfg))
-    if overwrite and not resume:
-        for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
-    record_data_source(out, data=data, images=images, masks=masks, manifest=manifest)
+    if main:
+        if overwrite and not resume:
+            for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)  # left by a process killed while writing
+        write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
+        record_data_source(out, data=data, images=images, masks=masks, manifest=manifest)
     if report.n_fatal:
         log.warning("training on %d pairs, skipping %d with errors (listed above and in %s)", len(report.good),
                     report.n_fatal, out / "data_report.txt")
     prepared = split_for_training(report, out, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed,
-                                  reuse=resume)
+                                  reuse=resume, save=main)
     n_train, n_val = len(prepared.splits["train"]), len(prepared.splits["val"])
     log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
     if cfg.infer.train_side is None:  # the scale the model learns at; sliding-window inference tiles at it
@@ -158,38 +204,48 @@ def train(
                                    window=cfg.data.window, target=target)
     val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
                                  desc="loading val", window=cfg.data.window, target=target)
-    bs = min(cfg.train.batch_size, n_train)
-    loader_gen = torch.Generator().manual_seed(cfg.train.seed)
+    batches = plan_batches(cfg.train.batch_size, cfg.train.effective_batch_size, ctx.world, n_train)
     sample_weights = (class_balanced_weights(train_ds, cfg.model.classes)
                       if cfg.train.sampler == "class_balanced" else None)
-    val_loader = DataLoader(val_ds, batch_size=max(bs, cfg.infer.batch_size), num_workers=0)
+    val_batch = max(batches.micro, cfg.infer.batch_size)
 
     # ---- model, loss, optimiser, runtime
-    rt = resolve_runtime(cfg.train.precision, cfg.train.channels_last)
-    if resume_state is None:  # record what was really loaded ('auto' may fall back to none)
-        cfg.model.encoder_weights = load_encoder_weights(model, cfg.model)
+    rt = resolve_runtime(cfg.train.precision, cfg.train.channels_last,
+                         device=str(ctx.device) if ctx.device else None)
+    if resume_state is None:  # rank 0 loads (and may download); DDP copies its weights to the others
+        if main:  # record what was really loaded ('auto' may fall back to none)
+            cfg.model.encoder_weights = load_encoder_weights(model, cfg.model)
+        cfg.model.encoder_weights = ctx.broadcast(cfg.model.encoder_weights)
+    model = maybe_sync_batchnorm(model, ctx, cfg.train.sync_batchnorm)
     model.to(rt.device, memory_format=rt.memory_format())
     counts = class_pixel_counts(train_ds, cfg.model.classes) if cfg.loss.class_weights == "auto" else None
     criterion = build_loss(cfg.loss, class_counts=counts)
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
     config_dict = cfg.model_dump(mode="json")
-    save_config(cfg, out / "config.yaml")
-    log.info("model %s/%s (%.1f M parameters) on %s", cfg.model.arch, cfg.model.encoder,
-             model_summary(model)["parameters_m"], rt.describe())
+    if main:
+        save_config(cfg, out / "config.yaml")
+    log.info("model %s/%s (%.1f M parameters) on %s; %d process(es) x %d accumulation x %d images = %d per step",
+             cfg.model.arch, cfg.model.encoder, model_summary(model)["parameters_m"], rt.describe(),
+             ctx.world, batches.accum, batches.micro, batches.effective)
 
     # ---- state (fresh or resumed)
-    total_steps = sum(math.ceil(len(plan_epoch(cfg, e, n_train).indices or train_ds) / bs)
+    total_steps = sum(steps_in_epoch(len(plan_epoch(cfg, e, n_train).indices or train_ds), batches)
                       for e in range(1, cfg.train.epochs + 1))
     budget = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
-    st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0}
+    st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0,
+          "epoch_images": 0}
     history: list[dict[str, Any]] = []
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         st.update(resume_state["state"])
-        history = read_history(out / "metrics.csv")
-        log.info("resuming at epoch %d (best val Dice %.4f)", st["epoch"] + 1, st["best_dice"])
+        if "rng" in resume_state:
+            torch.set_rng_state(resume_state["rng"])
+        # last.pt is the truth: epochs after it (in metrics.csv, maybe best.pt) are trained again
+        history = [r for r in read_history(out / "metrics.csv") if r["epoch"] <= st["epoch"]]
+        log.info("resuming at epoch %d%s (best val Dice %.4f)", st["epoch"] + 1,
+                 f", after its first {st['epoch_images']} images" if st["epoch_images"] else "", st["best_dice"])
     progress0 = st["progress"]
     schedule = LrSchedule(cfg.optim, cfg.train.epochs)
     if resume_state is not None and "schedule" in resume_state:
@@ -204,77 +260,110 @@ def train(
             log.warning("%s", message)
 
     estimate = (DurationEstimate(total_steps - st["step"], cfg.train.epochs - st["epoch"])
-                if budget is None and rt.device.type == "cpu" else None)
+                if main and budget is None and rt.device.type == "cpu" else None)
+    trainable: list[bool] = []
+    net, lr = model, optimizer.param_groups[0]["lr"]
+
+    def save_last(val_dice: float) -> None:
+        save_checkpoint(out / LAST, model, config_dict, epoch=st["epoch"], val_dice=val_dice,
+                        optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict(),
+                        rng=torch.get_rng_state(), world_size=ctx.world)
 
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
         plan = plan_epoch(cfg, epoch, n_train)
         apply_freezing(cfg, model, epoch)
-        train_loader = make_train_loader(train_ds, plan, bs, cfg, loader_gen, sample_weights)
-        loader_gen.manual_seed(cfg.train.seed * 1000 + epoch)
-        if train_ds.augment is not None:
-            train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch)
+        if [p.requires_grad for p in model.parameters()] != trainable:  # DDP fixes its set when built
+            trainable = [p.requires_grad for p in model.parameters()]
+            net = wrap_model(model, ctx)
+        start = st["epoch_images"]
+        train_loader = make_train_loader(train_ds, plan, batches.micro, cfg, ctx, epoch, start, sample_weights)
+        if train_ds.augment is not None:  # per epoch and rank, so a resumed epoch draws the same
+            train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch + 7919 * ctx.rank + start)
         model.train()
-        t0, seen, loss_sum, out_of_time = time.monotonic(), 0, 0.0, False
+        t0, seen, loss_sum, out_of_time, stopped = time.monotonic(), 0, 0.0, False, False
+        n_batches = len(train_loader)
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not progress, leave=False,
                    unit="batch")
-        for images, masks in bar:
-            elapsed = time.monotonic() - session_start
-            if budget and elapsed + val_seconds + 1.0 >= budget and seen:
-                out_of_time = True
-                break
-            time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
-            st["progress"] = max(st["step"] / total_steps, time_progress)
-            lr = plan.lr if plan.lr is not None else schedule.lr(st["progress"], epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        for i, (images, masks) in enumerate(bar):
+            if i % batches.accum == 0:  # an optimiser-step boundary: all ranks agree to go on or stop
+                stopped, (elapsed, last_val_s) = ctx.agree(time.monotonic() - session_start, val_seconds)
+                if stopped:
+                    break
+                if budget and elapsed + last_val_s + 1.0 >= budget and seen:
+                    out_of_time = True
+                    break
+                time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
+                st["progress"] = max(st["step"] / total_steps, time_progress)
+                lr = plan.lr if plan.lr is not None else schedule.lr(st["progress"], epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                group_size = min(batches.accum, n_batches - i)  # micro-batches in this step
             x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
             y = masks.to(rt.device).float()
-            with rt.autocast():
-                logits = model(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            st["step"] += 1
+            step_ends = (i + 1) % batches.accum == 0 or i + 1 == n_batches
+            with contextlib.nullcontext() if step_ends or net is model else net.no_sync():
+                with rt.autocast():
+                    logits = net(x)
+                loss = criterion(logits, y)
+                scaler.scale(loss / group_size).backward()
+            if step_ends:
+                scaler.step(optimizer)
+                scaler.update()
+                st["step"] += 1
             seen += len(x)
+            st["epoch_images"] += len(x) * ctx.world
             loss_sum += loss.item() * len(x)
             if estimate is not None and (hint := estimate.step()):
                 say(hint)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", best_val_dice=f"{max(st['best_dice'], 0):.4f}",
                             lr=f"{lr:.1e}")
+        if stopped:  # SIGTERM: the images of this epoch done so far are kept in the resume state
+            if main:
+                save_last(float("nan"))
+            stop_reason = f"stopped by SIGTERM during epoch {epoch}; resume state saved in {out / LAST}"
+            break
         train_seconds = time.monotonic() - t0
         if estimate is not None and (hint := estimate.epoch_end()):
             say(hint)
+        seen_all, loss_all = np.sum(ctx.gather([seen, loss_sum]), axis=0)
         v0 = time.monotonic()
-        val_loss, val_dice = validate_epoch(model, val_loader, criterion, rt, mean_std, cfg.infer.threshold)
+        val_loss, val_dice = validate_epoch(model, val_ds, criterion, rt, mean_std, cfg.infer.threshold, val_batch,
+                                            ctx)
         val_seconds = time.monotonic() - v0
-        st["epoch"] = epoch
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_dice": val_dice,
-               "lr": lr, "train_images": seen, "train_seconds": train_seconds,
-               "train_img_per_s": seen / max(train_seconds, 1e-9),
-               "epoch_seconds": time.monotonic() - t0,
+        st["epoch"], st["epoch_images"] = epoch, 0
+        row = {"epoch": epoch, "train_loss": loss_all / max(seen_all, 1), "val_loss": val_loss, "val_dice": val_dice,
+               "lr": lr, "train_images": int(seen_all), "train_seconds": train_seconds,
+               "train_img_per_s": seen_all / max(train_seconds, 1e-9),
+               "img_per_s_per_process": seen / max(train_seconds, 1e-9), "world_size": ctx.world,
+               "effective_batch": batches.effective, "epoch_seconds": time.monotonic() - t0,
                "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + time.monotonic() - t0}
         history.append(row)
         schedule.epoch_end(val_dice)
-        improved = val_dice > st["best_dice"]
+        improved = val_dice > st["best_dice"]  # the same on every rank: val_dice is global
         if improved:
             st.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(out / BEST, model, config_dict, epoch=epoch, val_dice=val_dice)
+            if main:
+                save_checkpoint(out / BEST, model, config_dict, epoch=epoch, val_dice=val_dice)
         else:
             st["bad_epochs"] += 1
         # the in-epoch check lets every epoch take one step, so epochs of a single batch stop here
-        out_of_time = out_of_time or bool(budget and time.monotonic() - session_start + 1.0 >= budget)
-        finishing = out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
-        if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
-            save_checkpoint(out / LAST, model, config_dict, epoch=epoch, val_dice=val_dice,
-                            optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict())
-            last_saved = time.monotonic()
-        write_history(out / "metrics.csv", history)
-        plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
+        stopped, (elapsed,) = ctx.agree(time.monotonic() - session_start)
+        out_of_time = out_of_time or bool(budget and elapsed + 1.0 >= budget)
+        finishing = stopped or out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
+        if main:
+            if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
+                save_last(val_dice)
+                last_saved = time.monotonic()
+            write_history(out / "metrics.csv", history)
+            plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
         msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
                f"{' (best)' if improved else ''}, {row['train_img_per_s']:.1f} img/s")
-        (tqdm.write if progress else log.info)(msg)
+        if main:
+            (tqdm.write if progress else log.info)(msg)
+        if stopped:
+            stop_reason = f"stopped by SIGTERM after epoch {epoch}; resume state saved in {out / LAST}"
+            break
         if out_of_time:
             stop_reason = f"time budget of {cfg.train.time_budget_min:g} min reached"
             break
@@ -284,3 +373,4 @@ def train(
     log.info("%s; best val Dice %.4f at epoch %d; run folder %s", stop_reason, st["best_dice"],
              st["best_epoch"], out)
     return out
+

@@ -42,6 +42,15 @@ _CHUNK_PIXELS = 16_000_000
 class FolderResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs already complete (restartable prediction)
+
+
+def output_paths(source: Path, out_dir: Path, *, overlay: bool = False, uncertainty: bool = False) -> list[Path]:
+    """The files :meth:`Predictor.predict_folder` writes for ``source``: the mask first, then the extras."""
+    names = [f"{source.stem}.png"]
+    names += [f"{source.stem}_overlay.png"] if overlay else []
+    names += [f"{source.stem}_uncertainty.png"] if uncertainty else []
+    return [Path(out_dir) / n for n in names]
 
 
 @dataclass
@@ -271,14 +280,15 @@ class Predictor:
         for r in self.iter_results(files, batch_size=batch_size, on_error=on_error):
             yield r.path, r.image, r.proba
 
-    def predict_folder(self, source: str | Path, out_dir: str | Path, *, overlay: bool = False,
+    def predict_folder(self, source: str | Path | list[Path], out_dir: str | Path, *, overlay: bool = False,
                        uncertainty: bool = False, progress: bool = True) -> FolderResult:
-        """Write ``<stem>.png`` masks (``<stem>_overlay.png``, ``<stem>_uncertainty.png``) for an image or folder.
+        """Write ``<stem>.png`` masks (``<stem>_overlay.png``, ``<stem>_uncertainty.png``) for an image, a
+        folder or a list of image files.
 
         Reading (one batch ahead), computing and writing (post-processing included) overlap; at most
         two batches wait to be written, so memory does not grow with the number of images.
         """
-        files = list_images(Path(source))
+        files = list(source) if isinstance(source, list) else list_images(Path(source))
         out_dir = Path(out_dir)
         check_outputs([item for plan in output_plan(files, out_dir, overlay=overlay, uncertainty=uncertainty)
                        for item in plan], what="output")
@@ -293,7 +303,7 @@ class Predictor:
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes: list[tuple[Any, int]] = []
             for r in self.iter_results(files, uncertainty=uncertainty, on_error=failed):
-                target = out_dir / f"{r.path.stem}.png"
+                target = output_paths(r.path, out_dir)[0]
                 pixels = r.image.shape[0] * r.image.shape[1]
                 writes.append((writer.submit(self._write_outputs, r, target, overlay), pixels))
                 result.written.append(target)
@@ -315,11 +325,14 @@ class Predictor:
         mask = self.to_mask(r.proba)
         colours = class_colours(self.config) if r.proba.ndim == 3 else None
         r.proba = None  # not needed any more: free it before the overlay (large images)
+        # extras first, mask last: a mask on disk means this image's outputs are complete
+        extras = output_paths(r.path, target.parent, overlay=overlay, uncertainty=r.uncertainty is not None)[1:]
+        for path in extras:
+            if path.name.endswith("_overlay.png"):
+                write_png(path, make_overlay(r.image, mask, colours=colours))
+            else:
+                write_png(path, uncertainty_image(r.uncertainty))
         write_png(target, mask, palette=colours)
-        if overlay:
-            write_png(target.with_name(f"{r.path.stem}_overlay.png"), make_overlay(r.image, mask, colours=colours))
-        if r.uncertainty is not None:
-            write_png(target.with_name(f"{r.path.stem}_uncertainty.png"), uncertainty_image(r.uncertainty))
 
 
 def output_plan(files: list[Path], out_dir: Path, *, overlay: bool = False, uncertainty: bool = False

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
+
+from medseg.errors import WriteError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """Temporary files for ``name`` are ``.<name>.<random>.tmp`` in the same folder."""
+    return f".{name}."
 
 
 def current_umask() -> int:
@@ -38,18 +47,52 @@ def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
     The final file has the umask's default mode (see the module docstring).
+    Raises :class:`~medseg.errors.WriteError` (one sentence) when the folder cannot be written or the
+    disk fills up; the temporary file is removed and an earlier ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, err: OSError) -> WriteError:
+    """One sentence for a failed write: which file, why (disk full, size limit, read-only, ...)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    return WriteError(f"cannot write {path} ({reason}); any earlier {path.name} is left unchanged")
+
+
+def remove_stale_temps(folder: str | Path, names: Iterable[str] | None = None) -> int:
+    """Delete temporary files left by writers killed half-way (``.<name>.*.tmp``); returns how many.
+
+    ``names``: only the temporaries of these file names (default: every one in ``folder``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    wanted = None if names is None else {temp_prefix(n) for n in names}
+    removed = 0
+    for p in folder.iterdir():
+        if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)):
+            continue
+        if wanted is not None and p.name[: p.name.rfind(".", 0, -len(TEMP_SUFFIX)) + 1] not in wanted:
+            continue
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
