@@ -4,7 +4,7 @@
   input's size) is skipped, so a killed run started again finishes the rest; ``--overwrite`` predicts
   every image again. Every file is written atomically (temporary file + rename), the mask last, so a
   mask on disk means the image is done; temporaries left by a killed process are removed.
-- **Guarded**: ``OUT/.medseg-predict.json`` records which model file (SHA-256) and which inference
+- **Guarded**: ``OUT/medseg_predict.json`` records which model file (SHA-256) and which inference
   settings made the outputs; a later run with another model or other settings into the same ``OUT``
   is refused instead of silently mixing old and new masks (``--overwrite`` replaces them).
 - **Sharded**: under ``torchrun --nproc-per-node N -m medseg predict ...`` rank r takes
@@ -29,7 +29,7 @@ from medseg.io.outputs import check_outputs
 
 log = logging.getLogger(__name__)
 
-MANIFEST = ".medseg-predict.json"
+MANIFEST = "medseg_predict.json"
 
 
 def fingerprint(predictor: Predictor, *, overlay: bool, uncertainty: bool) -> dict:
@@ -43,7 +43,7 @@ def fingerprint(predictor: Predictor, *, overlay: bool, uncertainty: bool) -> di
 
 
 def claim_output_folder(out: Path, stamp: dict, overwrite: bool) -> str | None:
-    """Write ``OUT/.medseg-predict.json``; the refusal message when OUT holds another model's outputs."""
+    """Write ``OUT/medseg_predict.json``; the refusal message when OUT holds another model's outputs."""
     path = out / MANIFEST
     if path.is_file() and not overwrite:
         try:
