@@ -11,9 +11,21 @@ FIND_LINKS := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 install: $(STAMP)
+
+# Debian tools the tests drive: dciodvfy (dicom3tools) validates the DICOM SEG files medseg writes;
+# echoscu/storescu/storescp (dcmtk) talk to `medseg dicom-listen`; chromium runs the viewer page of
+# `medseg serve` and the evaluation report (Playwright drives this binary; it downloads no browser).
+SYSTEM_TOOLS := dciodvfy:dicom3tools storescu:dcmtk chromium:chromium
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian packages:$$missing"; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +38,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/medseg demo
 
-test: install
+test: install system-deps
 	$(VENV)/bin/pytest -q
 
 lint: install
