@@ -32,7 +32,7 @@ def no_data_read(monkeypatch):
     ({"overrides": ["model.encoder=resnet343"]}, "unknown encoder 'resnet343' for unet \\(did you mean 'resnet34'"),
     ({"overrides": ["model.encoder=tu-convnxt_tiny"]}, "did you mean 'tu-convnext_tiny'"),
     ({"overrides": ["loss.name=dice_bc"]}, "'dice_bc' is not one of .*did you mean 'dice_bce'"),
-    ({"overrides": ["optim.lrr=0.1"]}, "unknown key 'optim.lrr' \\(did you mean 'lr'\\?\\)"),
+    ({"overrides": ["optim.lrr=0.1"]}, "unknown key 'optim.lrr' \\(did you mean 'optim.lr'\\?\\)"),
     ({"overrides": ["trian.epochs=3"]}, "unknown key 'trian' \\(did you mean 'train'\\?\\)"),
     ({"preset": "isic-unett"}, "unknown preset 'isic-unett' \\(did you mean 'isic-unet'\\?\\)"),
     ({"overrides": ["model.arch=unet", "model.psp_bins=[1,2]"]}, "psp_bins"),

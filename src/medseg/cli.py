@@ -75,16 +75,13 @@ def _main(
 
 
 def _metrics_table(summary: dict, title: str) -> Table:
+    from medseg.evaluation.tables import metrics_rows
+
     table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("dice", "iou", "thresholded_jaccard", "sensitivity", "specificity", "precision", "accuracy",
-                "failure_rate", "n_images"):
-        if key in summary:
-            v = summary[key]
-            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    for name, c in summary.get("per_class", {}).items():  # multi-class runs
-        table.add_row(f"{name}: dice / iou", f"{c['dice']:.4f} / {c['iou']:.4f}  ({c['n_images']} img)")
+    for col in ("metric", "value", "95% CI"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for row in metrics_rows(summary, labels=False):
+        table.add_row(*row)
     return table
 
 
@@ -255,11 +252,20 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")] = False,
     devices: Annotated[int, typer.Option("--devices", metavar="N", min=1, help="train with N processes on this "
                                          "machine (DDP through torchrun: one per GPU, or gloo on CPU)")] = 1,
+    folds: Annotated[int | None, typer.Option(metavar="K", help="K-fold cross-validation: RUN/fold_0.., pooled "
+                                              "out-of-fold summary, folds ensembled by predict")] = None,
+    fold: Annotated[int | None, typer.Option(metavar="I", help="with --folds: train only fold I (one process "
+                                             "or machine per fold)")] = None,
+    group_by: Annotated[str | None, typer.Option(metavar="COLUMN", help="with --folds: manifest column whose "
+                                                 "cases stay in one fold (patient id)")] = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
 ) -> None:
     """Train a segmentation model; writes best.pt, last.pt, config.yaml, metrics.csv and curves.png.
+
+    With --folds K: K runs in RUN/fold_I (grouped, stratified by foreground size), then the folds that
+    exist are gathered: RUN/cv_summary.json, RUN/eval_oof/, post-processing chosen out of fold.
 
     Names (preset, architecture, encoder, loss, --set keys) are checked before any data is read;
     the run folder is created once the data is usable. On a CPU without --time-budget the first
@@ -271,6 +277,7 @@ def train(
       medseg train data/isic -o runs/isic --time-budget 20
       medseg train data/isic -o runs/isic --devices 2 --set train.effective_batch_size=16
       torchrun --nproc-per-node 4 -m medseg train data/isic -o runs/isic
+      medseg train data/isic -o runs/cv --folds 5 --group-by patient_id
     """
     from medseg.engine.distributed import launch, under_torchrun
 
@@ -285,6 +292,16 @@ def train(
         overrides.append(f"train.time_budget_min={time_budget}")
     if preset is None and config is None and not resume:
         preset = "default"
+    if folds is not None or fold is not None or group_by is not None:
+        from medseg.engine.cv import train_cv
+
+        if folds is None:
+            raise MedsegError("--fold and --group-by go with --folds K")
+        run = train_cv(data, out, folds=folds, fold=fold, group_by=group_by, preset=preset, config_file=config,
+                       overrides=overrides, resume=resume, overwrite=overwrite, images=images, masks=masks,
+                       manifest=manifest)
+        console.print(f"cross-validation run: {run} (fold_*/, cv_summary.json, eval_oof/)")
+        return
     run = run_train(data, out, preset=preset, config_file=config, overrides=overrides, resume=resume,
                     overwrite=overwrite, images=images, masks=masks, manifest=manifest)
     if os.environ.get("RANK", "0") == "0":
@@ -306,22 +323,34 @@ def evaluate(
                                               "Dice [default: every image]")] = None,
     threshold: ThresholdOpt = None,
     set_: SetOpt = None,
+    spacing: Annotated[str | None, typer.Option(metavar="ROW,COL", help="pixel spacing in mm for surface "
+                                                "distances [default: DICOM PixelSpacing, else pixels only]")]
+    = None,
+    tolerance_px: Annotated[float, typer.Option(metavar="PX", help="surface-Dice tolerance in pixels")] = 2.0,
+    tolerance_mm: Annotated[float, typer.Option(metavar="MM", help="surface-Dice tolerance in mm")] = 1.0,
+    qc: Annotated[bool, typer.Option("--qc", help="TTA on: score each image's failure flag and calibrate its "
+                                     "threshold (OUT/qc.json)")] = False,
+    resamples: Annotated[int, typer.Option(metavar="N", help="bootstrap resamples for the 95% intervals")] = 2000,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
     manifest: ManifestOpt = None,
     overlays_old: Annotated[int | None, typer.Option("--overlays", hidden=True,
                                                      help="deprecated: --overlay --worst N")] = None,
 ) -> None:
-    """Compute Dice, IoU, sensitivity, specificity, precision, accuracy and the ISIC thresholded Jaccard.
+    """Dice, IoU, sensitivity, specificity, precision, accuracy, ISIC thresholded Jaccard, HD95, ASSD,
+    surface Dice, pixel AUC-ROC and average precision, each with a bootstrap 95% interval.
 
     Writes OUT/per_image.csv and OUT/summary.json (and OUT/overlays/ with --overlay). Multi-class
-    runs: each metric per foreground class and its mean over classes.
+    runs: each metric per foreground class and its mean over classes. Pixel metrics count only
+    inside a region of interest when the data has one (DRIVE field of view).
 
     \b
     Examples:
       medseg evaluate runs/isic
       medseg evaluate runs/isic data/isic --split test -o results/ --overlay --worst 16
       medseg evaluate runs/isic --threshold 0.4 --set infer.tta=true
+      medseg evaluate runs/isic data/isic --qc
+      medseg evaluate runs/ct data/ct --spacing 0.7,0.7 --tolerance-mm 2
     """
     from medseg.evaluation import evaluate as run_eval
 
@@ -331,8 +360,80 @@ def evaluate(
         overlay, worst = True, overlays_old
     overlays = (worst or "all") if overlay else 0
     summary = run_eval(run, data, split=split, out=out, overlays=overlays, images=images, masks=masks,
-                       manifest=manifest, overrides=_inference_overrides(set_, threshold))
+                       manifest=manifest, overrides=_inference_overrides(set_, threshold),
+                       spacing=_parse_spacing(spacing), tolerance_px=tolerance_px, tolerance_mm=tolerance_mm,
+                       qc=qc, n_resamples=resamples)
     console.print(_metrics_table(summary, f"{run} on {split} ({summary['n_images']} images)"))
+
+
+def _parse_spacing(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise MedsegError(f"--spacing expects ROW,COL in mm (e.g. 0.7,0.7), got {text!r}")
+    return values
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(metavar="A", help="run folder, checkpoint, .onnx, or a folder of predicted "
+                                      "masks (<image stem>.png)")],
+    b: Annotated[Path, typer.Argument(metavar="B", help="the same kinds as A")],
+    data: Annotated[Path | None, typer.Argument(help="dataset folder with masks", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="folder for compare.json and "
+                                      "paired.csv")] = Path("compare"),
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Paired comparison of two models on the same images: Dice, IoU and HD95 per image, the mean
+    difference B - A with a bootstrap 95% interval, and the Wilcoxon signed-rank test.
+
+    \b
+    Examples:
+      medseg compare runs/unet runs/deeplab data/isic --split val
+      medseg compare predictions_a/ predictions_b/ data/isic --split all -o cmp/
+    """
+    from medseg.evaluation.compare import compare as run_compare
+    from medseg.evaluation.tables import comparison_lines
+
+    result = run_compare(a, b, data, split=split, out=out, images=images, masks=masks, manifest=manifest)
+    for line in comparison_lines(result):
+        console.print(line, markup=False)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="run folder (a cross-validation run too)")],
+    data: Annotated[Path | None, typer.Argument(help="dataset folder: evaluate now [default: use "
+                                                "RUN/eval_SPLIT]", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="val, test, train, all (oof: a CV run's out-of-fold)")] = "val",
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE", help="the HTML file [default: "
+                                             "RUN/report.html]", show_default=False)] = None,
+    qc: Annotated[bool, typer.Option("--qc/--no-qc", help="with DATA: TTA and the failure flag")] = True,
+    worst: Annotated[int, typer.Option(metavar="N", help="images in the worst-cases gallery")] = 8,
+    set_: SetOpt = None,
+) -> None:
+    """One self-contained HTML report: metrics with intervals, per-class table, Dice histogram, HD95
+    box plot, worst cases, reliability diagram, failure flag, training curves, config, data report.
+
+    \b
+    Examples:
+      medseg report runs/isic data/isic -o isic_val.html
+      medseg report runs/isic data/isic --set infer.tta_scales=[1.0]
+      medseg report runs/cv --split oof
+    """
+    from medseg.evaluation.report import write_report
+
+    path = write_report(run, data, split=split, out=out, qc=qc, worst=worst, overrides=set_)
+    console.print(f"wrote {path}", markup=False)
 
 
 def _inference_overrides(set_: list[str] | None, threshold: float | None) -> list[str]:
@@ -390,6 +491,7 @@ def predict(
     if tta is not None or uncertainty:
         overrides.append(f"infer.tta={'true' if (tta or uncertainty) else 'false'}")
     ctx = init_distributed(backend="gloo") if under_torchrun() else DistContext()
+    qc = False
     try:
         if ctx.enabled and (fmt != "png" or is_dicom_input(input)):
             raise MedsegError("torchrun shards folders of images; predict DICOM input in one process")
@@ -398,8 +500,9 @@ def predict(
         if fmt != "png" or is_dicom_input(input):  # DICOM goes series by series
             result = predict_dicom(predictor, input, out, fmt=fmt)
         else:
+            qc = predictor.plan.members(predictor.backend.flips) > 1  # TTA: also the per-image failure flag
             result = predict_folder_restartable(predictor, input, out, overlay=overlay, uncertainty=uncertainty,
-                                                overwrite=overwrite, ctx=ctx)
+                                                overwrite=overwrite, ctx=ctx, qc=qc)
     finally:
         shutdown(ctx)
     if not ctx.is_main:
@@ -407,6 +510,15 @@ def predict(
     skipped = getattr(result, "skipped", [])
     done = f", {len(skipped)} already complete" if skipped else ""
     procs = f" by {ctx.world} processes" if ctx.enabled else ""
+    if qc:
+        from medseg.evaluation.qc import find_calibration, write_qc_csv
+
+        calibration = find_calibration(run)
+        write_qc_csv(out / "qc.csv", result.qc, calibration)
+        flagged = "" if calibration is None else (
+            f"; {sum(s >= calibration['threshold'] for _, s in result.qc)} flagged as likely failures")
+        console.print(f"wrote {out / 'qc.csv'} (failure-flag scores of the {len(result.qc)} images predicted now"
+                      f"{flagged})", markup=False)
     written = f"wrote {_count(len(result.written), 'mask')} to {out}" if result.written else "wrote no masks"
     console.print(f"{written}{done}{procs} ({predictor.describe()})", markup=False)
     for _, message in result.failed:  # the message names the file

@@ -145,15 +145,22 @@ class MetricAccumulator:
     >>> acc.aggregate()["dice"]                    # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
         self._rows: list[dict[str, Any]] = []
+        self.names = METRIC_NAMES + tuple(extra)  # what aggregate() averages
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        """Compute and store the metrics of one image; return them."""
-        return self.add(case_id, image_metrics(pred, target))
+    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray, extra=None) -> dict[str, float]:
+        """Compute and store the metrics of one image; return them.
+
+        ``extra(pred, target)`` may add metrics (e.g. surface distances) named in the constructor.
+        """
+        metrics = image_metrics(pred, target)
+        if extra is not None:
+            metrics.update(extra(pred, target))
+        return self.add(case_id, metrics)
 
     def add(self, case_id: str, metrics: Mapping[str, float]) -> dict[str, float]:
         """Store metrics computed elsewhere (NaN values are left out of the means); return them."""
@@ -173,8 +180,8 @@ class MetricAccumulator:
         """
         n = len(self._rows)
         summary: dict[str, float | int] = {}
-        for name in METRIC_NAMES:
-            values = np.array([row[name] for row in self._rows], dtype=np.float64)
+        for name in self.names:
+            values = np.array([row.get(name, math.nan) for row in self._rows], dtype=np.float64)
             finite = values[~np.isnan(values)]
             summary[name] = float(finite.mean()) if finite.size else math.nan
         ious = np.array([row["iou"] for row in self._rows], dtype=np.float64)
@@ -234,29 +241,41 @@ class MulticlassAccumulator:
     near 1 and would flatter every model).
     """
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], extra: tuple[str, ...] = ()) -> None:
         if len(names) < 2:
             raise ValueError("give the names of classes 0..K-1 (K >= 2), background first")
         self.names = list(names)
-        self._per_class = {name: MetricAccumulator() for name in self.names[1:]}
+        self.metric_names = METRIC_NAMES + tuple(extra)
+        self._per_class = {name: MetricAccumulator(tuple(extra)) for name in self.names[1:]}
         self._rows: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        """Score one label map against its truth; return its row (macro means, then per-class values)."""
+    def class_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Per foreground class, its per-image rows (NaN where the class is absent from both)."""
+        return {name: acc.rows() for name, acc in self._per_class.items()}
+
+    def update(self, case_id: str, pred: np.ndarray, target: np.ndarray, extra=None) -> dict[str, float]:
+        """Score one label map against its truth; return its row (macro means, then per-class values).
+
+        ``extra(pred_c, target_c)`` may add metrics for each class present in the image.
+        """
         pred, target = np.asarray(pred), np.asarray(target)
         row: dict[str, Any] = {"case_id": str(case_id)}
         per_class: dict[str, dict[str, float]] = {}
         for c, name in enumerate(self.names[1:], start=1):
             metrics = image_metrics(pred == c, target == c)
             if metrics["fg_pred"] == 0 and metrics["fg_true"] == 0:
-                metrics = {k: (math.nan if k in METRIC_NAMES else v) for k, v in metrics.items()}
+                metrics = {k: (math.nan if k in self.metric_names else v) for k, v in metrics.items()}
+                metrics.update({k: math.nan for k in self.metric_names if k not in metrics})
+            elif extra is not None:
+                metrics.update(extra(pred == c, target == c))
             per_class[name] = self._per_class[name].add(case_id, metrics)
-        for metric in METRIC_NAMES:
-            values = [m[metric] for m in per_class.values() if not math.isnan(m[metric])]
-            row[metric] = float(np.mean(values)) if values else 1.0  # nothing to find, nothing found
+        for metric in self.metric_names:
+            values = [m[metric] for m in per_class.values() if not math.isnan(m.get(metric, math.nan))]
+            perfect = 0.0 if metric.startswith(("hd95", "assd")) else 1.0  # nothing to find, nothing found
+            row[metric] = float(np.mean(values)) if values else perfect
         for name, m in per_class.items():
             row[f"dice_{name}"] = m["dice"]
             row[f"iou_{name}"] = m["iou"]
@@ -272,9 +291,9 @@ class MulticlassAccumulator:
         for name, acc in self._per_class.items():
             summary = acc.aggregate()
             scored = sum(1 for row in acc.rows() if not math.isnan(row["dice"]))
-            per_class[name] = {k: summary[k] for k in METRIC_NAMES} | {"n_images": scored}
+            per_class[name] = {k: summary[k] for k in self.metric_names} | {"n_images": scored}
         out: dict[str, Any] = {}
-        for metric in METRIC_NAMES:
+        for metric in self.metric_names:
             values = [c[metric] for c in per_class.values() if not math.isnan(c[metric])]
             out[metric] = float(np.mean(values)) if values else math.nan
         ious = np.array([row["iou"] for row in self._rows], dtype=np.float64)

@@ -1,7 +1,8 @@
 """Open every pair of a :class:`~medseg.data.layouts.DataIndex` and report what is wrong with it.
 
 Fatal problems (the pair cannot be trained on): ``unreadable-image``, ``unreadable-mask`` (truncated,
-corrupt or not an image), ``bad-mask`` (RGB colours, continuous grey), ``size-mismatch``, plus the
+corrupt or not an image), ``bad-mask`` (RGB colours, continuous grey), ``size-mismatch``, ``bad-roi``
+(a region-of-interest mask unreadable, empty or of another size), plus the
 index's own problems (files without a partner, duplicates). Warnings (the pair is still used):
 ``empty-mask`` (no foreground; normal for healthy cases), ``noisy-mask`` (JPEG-like noise,
 binarised at half range), ``exif-rotated`` (a photo whose EXIF orientation turns it; read as shown)
@@ -51,7 +52,9 @@ class CheckReport:
         """A human report: layout, counts, mask encodings, then the problems (all, or the first N)."""
         n = len(self.index.pairs)
         where = f" in {self.index.root}" if self.index.root is not None else ""
-        lines = [f"found {n} pairs{where}; layout: {self.index.layout}",
+        n_roi = sum(p.roi is not None for p in self.index.pairs)
+        lines = [f"found {n} pairs{where}; layout: {self.index.layout}"
+                 + (f"; {n_roi} with a region of interest (field of view)" if n_roi else ""),
                  f"{len(self.good)} usable pairs; {self.n_fatal} errors, {self.n_warnings} warnings"]
         if self.mask_kinds:
             kinds = ", ".join(f"{count} {kind}" for kind, count in self.mask_kinds.items())
@@ -135,9 +138,39 @@ def _orientation_notes(pair: Pair, root: Path | None) -> list[Problem]:
     return notes
 
 
+def _check_roi(pair: Pair, size, root) -> list[Problem]:
+    """A region-of-interest mask must be readable, binary, non-empty and the image's size."""
+    from medseg.io.images import load_mask
+
+    subject = f"region of interest for {pair.case_id} ({_show(pair.roi, root)})"
+    try:
+        roi, info = load_mask(pair.roi, subject=subject)
+    except Exception as err:  # an odd file must not stop the check of the others
+        return [Problem(pair.case_id, pair.roi, "bad-roi", f"{subject} could not be read ({err})")]
+    if roi is None:
+        return [Problem(pair.case_id, pair.roi, "bad-roi", info.message)]
+    if size is not None and roi.shape != (size[1], size[0]):
+        h, w = roi.shape
+        return [Problem(pair.case_id, pair.roi, "bad-roi", f"{subject} is {w}x{h} but its image is "
+                        f"{size[0]}x{size[1]}; they must have the same size")]
+    if info.empty:
+        return [Problem(pair.case_id, pair.roi, "bad-roi", f"{subject} is empty: nothing would be scored")]
+    return []
+
+
 def _check_pair(pair: Pair, root: Path | None, target: TargetSpec | None = None
                 ) -> tuple[list[Problem], str | None, float | None]:
-    """Problems of one pair, its mask kind (None when unreadable) and its foreground fraction."""
+    """Problems of one pair (its region of interest included), its mask kind (None when unreadable)
+    and its foreground fraction."""
+    problems, kind, fraction = _check_image_and_mask(pair, root, target)
+    if pair.roi is not None:
+        problems += _check_roi(pair, None if any(p.kind == "unreadable-image" for p in problems)
+                               else pair_image_size(pair), root)
+    return problems, kind, fraction
+
+
+def _check_image_and_mask(pair: Pair, root: Path | None, target: TargetSpec | None = None
+                          ) -> tuple[list[Problem], str | None, float | None]:
     problems: list[Problem] = []
     size = None
     try:

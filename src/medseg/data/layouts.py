@@ -3,7 +3,8 @@
 :func:`find_pairs` understands, in this order:
 
 1. a manifest: ``root/manifest.csv`` or ``manifest=`` (or ``root`` itself a ``.csv``), header
-   ``image,mask[,split]``, paths relative to the CSV's folder or absolute;
+   ``image,mask[,split][,roi]`` plus any other columns (kept in ``Pair.attrs``, e.g. a patient id to
+   group cross-validation folds), paths relative to the CSV's folder or absolute;
 2. two sub-folders of ``root`` named as in :data:`FOLDER_PAIRS` (``images/`` + ``masks/`` ...);
 3. two sub-folders of ``root`` whose names contain "input" and "groundtruth" (the official ISIC
    downloads ``ISIC2018_Task1-2_Training_Input`` + ``ISIC2018_Task1_Training_GroundTruth``);
@@ -23,6 +24,11 @@ Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden file
 to ``problems``. A ``split.csv`` (``image_id,split``) beside the data sets ``Pair.split`` unless the
 manifest has a split column.
 
+Regions of interest (DRIVE fields of view, ``21_training_mask.gif``): a manifest ``roi`` column, a
+sibling folder named as in :data:`ROI_FOLDERS` (``fov_masks/``; the official DRIVE ``mask/`` beside
+``1st_manual/``), or ``<image stem>_mask`` files among the labels when the labels have their own
+suffix (``_manual1``): such files are never taken for labels.
+
 Masks may also be LabelMe JSON files (``ISIC_1.json``). An images folder holding DICOM files (or
 series sub-folders) is matched by :mod:`medseg.data.dicom_layout`: one pair per frame, masks as PNGs
 named after the frame, a DICOM SEG, or a NRRD/NIfTI label volume per series.
@@ -41,11 +47,17 @@ from medseg.errors import DataError
 from medseg.io.images import IMAGE_SUFFIXES
 
 #: (image folder, mask folder) names looked for inside ``root``, compared case-insensitively.
-FOLDER_PAIRS = (("images", "masks"), ("image", "mask"), ("images", "labels"), ("imgs", "masks"),
+FOLDER_PAIRS = (("images", "masks"), ("images", "1st_manual"), ("image", "mask"), ("images", "labels"),
+                ("imgs", "masks"),
                 ("imgs", "labels"), ("img", "gt"), ("images", "gt"), ("img", "mask"))
 #: Mask stem = image stem + one of these ("" = same stem).
 MASK_SUFFIXES = ("", "_segmentation", "_Segmentation", "_mask", "_masks", "_label", "_labels", "_seg",
                  "_gt", "_manual1")
+#: Sub-folders holding region-of-interest masks (DRIVE fields of view), compared case-insensitively;
+#: ``mask`` counts only beside a ``1st_manual`` label folder (the official DRIVE layout).
+ROI_FOLDERS = ("fov_masks", "fov_mask", "fov", "roi", "rois", "roi_masks")
+#: ROI file stem = image stem + one of these (DRIVE: ``21_training.tif`` + ``21_training_mask.gif``).
+ROI_SUFFIXES = ("_mask", "_fov", "_roi", "")
 #: Dropped from the end of image stems when that matches more masks (DRIVE ``21_training``).
 IMAGE_NAME_SUFFIXES = ("", "_training", "_test", "_image", "_img")
 
@@ -58,6 +70,9 @@ class Pair:
     ``extra_masks`` are further masks of the same image (``<stem>_mask_1.png``, ``<stem>_mask_2.png``
     beside ``<stem>_mask.png``); readers merge them with ``mask`` (union, see
     :func:`medseg.data.readers.load_pair_mask`).
+    ``roi`` is an optional region-of-interest mask (DRIVE field of view): pixel metrics count only
+    inside it. ``attrs`` holds a manifest's other columns as (name, value) pairs (e.g. patient id,
+    used to group cross-validation folds).
     """
 
     case_id: str
@@ -66,6 +81,12 @@ class Pair:
     split: str | None = None
     frame: int | None = None
     extra_masks: tuple[Path, ...] = ()  # more mask files of the same image (BUSI ``<stem>_mask_1``), merged
+    roi: Path | None = None
+    attrs: tuple[tuple[str, str], ...] = ()
+
+    def attr(self, name: str) -> str | None:
+        """The value of manifest column ``name`` for this pair (None when absent or blank)."""
+        return next((v for k, v in self.attrs if k == name and v), None)
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,55 @@ def _numbered(stem: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
+def _roi_for(images: list[Path], files: list[Path]) -> dict[str, Path]:
+    """{image stem: ROI file} for files named <image stem><ROI suffix> (first suffix that matches any)."""
+    by_stem = {p.stem: p for p in files}
+    for suffix in ROI_SUFFIXES:
+        found = {img.stem: by_stem[img.stem + suffix] for img in images if img.stem + suffix in by_stem}
+        if found:
+            return found
+    return {}
+
+
+def _separate_rois(images: list[Path], masks: list[Path]) -> tuple[list[Path], dict[str, Path]]:
+    """Field-of-view files mixed with the labels (``21_training_mask.gif`` beside ``21_manual1.gif``).
+
+    Files named <image stem>_mask/_fov/_roi are regions of interest, not labels, when the other files
+    still give every image they cover a label; otherwise (``ISIC_1_mask.png`` is the only mask) they
+    stay labels. Returns (label files, {image stem: ROI file}).
+    """
+    stems = {p.stem for p in images}
+    candidates = [p for p in masks if any(_strip(p.stem, sfx) in stems for sfx in ROI_SUFFIXES[:-1])]
+    if not candidates:
+        return masks, {}
+    rest = [p for p in masks if p not in set(candidates)]
+    covered = {img.stem for img in images if any(img.stem + sfx == c.stem for c in candidates
+                                                  for sfx in ROI_SUFFIXES[:-1])}
+    img_sfx, mask_sfx = _best_rule(images, rest)
+    keys = {k for p in rest if (k := _strip(p.stem, mask_sfx)) is not None}
+    if not rest or not all(_strip(s, img_sfx) in keys for s in covered):
+        return masks, {}
+    return rest, _roi_for(images, candidates)
+
+
+def _roi_folder(root: Path | None, masks_dir: Path) -> Path | None:
+    """A sibling folder of ROI masks (``fov_masks/``; DRIVE's ``mask/`` beside ``1st_manual/``)."""
+    if root is None or not root.is_dir():
+        return None
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and p.resolve() != masks_dir.resolve()}
+    for name in ROI_FOLDERS:
+        if name in subdirs:
+            return subdirs[name]
+    if masks_dir.name.lower() == "1st_manual" and "mask" in subdirs:
+        return subdirs["mask"]
+    return None
+
+
+def _attach_rois(pairs: list[Pair], folder: Path) -> list[Pair]:
+    rois = _roi_for([p.image for p in pairs], _image_files(folder))
+    return [replace(p, roi=rois.get(p.image.stem, p.roi)) for p in pairs]
+
+
 def _split_flat(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """Images and masks mixed in one folder: masks are the files named <other file's stem><suffix>,
     or <other file's stem><suffix>_<n> (several masks of one image, BUSI)."""
@@ -175,6 +245,7 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
     else:  # masks may also be LabelMe JSON files
         images = _image_files(images_dir)
         masks = [p for p in _image_files(masks_dir, (".json",)) if p.suffix.lower() != ".json" or _is_labelme(p)]
+    masks, rois = _separate_rois(images, masks)
     img_sfx, mask_sfx = _best_rule(images, masks)
     image_keys = {k for p in images if (k := _strip(p.stem, img_sfx)) is not None}
     by_key: dict[str, list[Path]] = {}
@@ -194,7 +265,7 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
                                     f"image in {images_dir}; keep one file per case"))
         elif len(found) > 1 and len({number[p] for p in found}) == len(found):  # <stem>_mask, <stem>_mask_1 ...
             ordered = sorted(found, key=lambda p: number[p])
-            pairs.append(Pair(img.stem, img, ordered[0], extra_masks=tuple(ordered[1:])))
+            pairs.append(Pair(img.stem, img, ordered[0], extra_masks=tuple(ordered[1:]), roi=rois.get(img.stem)))
         elif len(found) > 1:
             names = ", ".join(p.name for p in found)
             problems.append(Problem(img.stem, img, "duplicate", f"image {img} has {len(found)} masks in "
@@ -204,7 +275,7 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
             problems.append(Problem(img.stem, img, "missing-mask",
                                     f"image {img} has no mask in {masks_dir} (expected {expected})"))
         else:
-            pairs.append(Pair(img.stem, img, found[0]))
+            pairs.append(Pair(img.stem, img, found[0], roi=rois.get(img.stem)))
         if key is not None:
             used.add(key)
     for key, files in by_key.items():
@@ -248,12 +319,14 @@ def _read_manifest(path: Path) -> tuple[list[Pair], list[Problem], bool]:
             continue
         mask = base / row["mask"]
         split = normalise_split(row.get("split", ""), where) if has_split else None
-        files = (("missing-image", image), ("missing-mask", mask))
+        roi = base / row["roi"] if row.get("roi") else None
+        attrs = tuple((k, v) for k, v in row.items() if k not in ("image", "mask", "split", "roi"))
+        files = (("missing-image", image), ("missing-mask", mask)) + ((("missing-roi", roi),) if roi else ())
         missing = [(kind, p) for kind, p in files if not p.is_file()]
         for kind, p in missing:
             problems.append(Problem(case_id, p, kind, f"{where}: {kind.split('-')[1]} {p} does not exist"))
         if not missing:
-            pairs.append(Pair(case_id, image, mask, split))
+            pairs.append(Pair(case_id, image, mask, split, roi=roi, attrs=attrs))
     return pairs, problems, has_split
 
 
@@ -354,6 +427,10 @@ def find_pairs(root: str | Path | None = None, *, images: str | Path | None = No
                     raise _no_pairs(root)
         if folders is not None:
             pairs, problems, rule = _match_folders(*folders)
+            roi_dir = _roi_folder(folders[1].parent, folders[1])
+            if roi_dir is not None and pairs:
+                pairs = _attach_rois(pairs, roi_dir)
+                rule += f", regions of interest in {roi_dir.name}/"
             same = folders[0].resolve() == folders[1].resolve()
             where = f"one folder {folders[0].name}/" if same else f"{folders[0].name}/ + {folders[1].name}/"
             layout = f"{where} ({rule})"
@@ -377,7 +454,7 @@ def _ignored_folders(root: Path | None, pairs: list[Pair]) -> list[Path]:
     """Sub-folders of ``root`` (not hidden) that hold none of the pairs' files (DRIVE's ``fov_masks/``)."""
     if root is None or not root.is_dir():
         return []
-    used = {parent.resolve() for p in pairs for f in (p.image, p.mask) if f is not None
+    used = {parent.resolve() for p in pairs for f in (p.image, p.mask, p.roi) if f is not None
             for parent in Path(f).parents}
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.resolve() not in used)
 

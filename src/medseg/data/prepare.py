@@ -40,12 +40,17 @@ def discover_and_check(data: str | Path | None, *, images=None, masks=None, mani
 
 
 def split_for_training(report: CheckReport, run_dir: Path, *, val_fraction: float, test_fraction: float,
-                       seed: int, reuse: bool, save: bool = True) -> PreparedData:
-    """Use the data's own split, else the run's saved one (on resume), else a new seeded one (saved unless
-    ``save`` is False: in multi-process runs only rank 0 writes)."""
+                       seed: int, reuse: bool, save: bool = True,
+                       assignment: dict[str, str] | None = None) -> PreparedData:
+    """Use ``assignment`` (case id -> split; a cross-validation fold, cases it lacks are left out), else
+    the data's own split, else the run's saved one (on resume), else a new seeded one. The split is saved
+    unless ``save`` is False (in multi-process runs only rank 0 writes)."""
     pairs = report.good
     saved = run_dir / SPLITS_FILE
-    if any(p.split for p in pairs):
+    if assignment is not None:
+        chosen = [p for p in pairs if p.case_id in assignment]
+        splits, source = _group(apply_splits(chosen, assignment)), "the cross-validation fold"
+    elif any(p.split for p in pairs):
         splits, source = assign_splits(pairs), "the data's split column / split.csv"
     elif reuse and saved.is_file():
         splits, source = _group(apply_splits(pairs, load_splits(saved))), f"{saved}"

@@ -133,8 +133,11 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    assignment: dict[str, str] | None = None,
 ) -> Path:
     """Train a model on ``data`` into the run folder ``out``; returns ``out``.
+
+    ``assignment`` (case id -> train/val) fixes the split, as a cross-validation fold does.
 
     An existing run in ``out`` is continued with ``resume``, replaced with ``overwrite``, and otherwise
     left alone (an error), so that a finished model is never clobbered by accident. Started by torchrun,
@@ -191,7 +194,7 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
                     report.n_fatal, out / "data_report.txt")
     prepared = split_for_training(report, out, val_fraction=cfg.data.val_fraction,
                                   test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed,
-                                  reuse=resume, save=main)
+                                  reuse=resume, save=main, assignment=assignment)
     n_train, n_val = len(prepared.splits["train"]), len(prepared.splits["val"])
     log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
     if cfg.infer.train_side is None:  # the scale the model learns at; sliding-window inference tiles at it

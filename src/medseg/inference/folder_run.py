@@ -81,10 +81,12 @@ def is_complete(source: Path, outputs: list[Path]) -> bool:
 
 def predict_folder_restartable(predictor: Predictor, source: str | Path, out: str | Path, *,
                                overlay: bool = False, uncertainty: bool = False, overwrite: bool = False,
-                               ctx: DistContext | None = None, progress: bool = True) -> FolderResult:
+                               ctx: DistContext | None = None, progress: bool = True, qc: bool = False
+                               ) -> FolderResult:
     """Predict this rank's share of ``source`` into ``out``, skipping complete outputs; the merged result.
 
-    Every rank returns the same merged :class:`FolderResult` (written, failed, skipped over all ranks).
+    Every rank returns the same merged :class:`FolderResult` (written, failed, skipped over all ranks;
+    with ``qc`` the failure-flag scores of the images predicted now, not of those skipped).
     Raises :class:`~medseg.errors.MedsegError` when ``out`` holds another model's predictions (without
     ``overwrite``) and :class:`~medseg.errors.WriteError` when ``out`` cannot be written.
     """
@@ -113,14 +115,15 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
     if len(todo) < len(mine):
         log.info("%d of %d image(s) already have complete outputs in %s; skipping them (--overwrite redoes them)",
                  len(mine) - len(todo), len(mine), out)
-    result = predictor.predict_folder(todo, out, overlay=overlay, uncertainty=uncertainty,
+    result = predictor.predict_folder(todo, out, overlay=overlay, uncertainty=uncertainty, qc=qc,
                                       progress=progress and ctx.is_main) if todo else FolderResult()
     redo = set(todo)
     result.skipped = [outputs[f][0] for f in mine if f not in redo]
     ctx.barrier()  # the one meeting point: every rank has finished its share
     merged = FolderResult()
-    for part in ctx.gather((result.written, result.failed, result.skipped)):
+    for part in ctx.gather((result.written, result.failed, result.skipped, result.qc)):
         merged.written += part[0]
         merged.failed += part[1]
         merged.skipped += part[2]
+        merged.qc += part[3]
     return merged

@@ -43,6 +43,7 @@ class FolderResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # outputs already complete (restartable prediction)
+    qc: list[tuple[str, float]] = field(default_factory=list)  # (file name, failure-flag score) with qc=True
 
 
 def output_paths(source: Path, out_dir: Path, *, overlay: bool = False, uncertainty: bool = False) -> list[Path]:
@@ -93,12 +94,18 @@ class Predictor:
     def load(cls, path: str | Path, *, precision: str = "auto", device: str | None = None,
              channels_last: str = "auto", threads: int | None = None,
              overrides: list[str] | dict[str, Any] | None = None) -> Predictor:
-        """From a run folder (best.pt), a checkpoint file, or an exported ``.onnx`` file.
+        """From a run folder (best.pt), a checkpoint file, an exported ``.onnx`` file, or a cross-validation
+        run folder (``cv.json``: the folds' probabilities averaged, :mod:`medseg.inference.ensemble`).
 
         ``precision``/``channels_last``/``device`` choose the PyTorch runtime (auto: bf16 + channels_last
         on CPUs with native bf16); ``overrides`` change inference settings, e.g. ``["infer.tta=true"]``.
         """
         path = Path(path)
+        if path.is_dir() and (path / "cv.json").is_file():  # a cross-validation run: its folds, averaged
+            from medseg.inference.ensemble import load_ensemble
+
+            return load_ensemble(path, precision=precision, device=device, channels_last=channels_last,
+                                 threads=threads, overrides=overrides)
         if path.suffix.lower() == ".onnx":
             if not path.is_file():
                 raise CheckpointError(f"{path} does not exist; give a run folder, a checkpoint or an exported "
@@ -281,9 +288,12 @@ class Predictor:
             yield r.path, r.image, r.proba
 
     def predict_folder(self, source: str | Path | list[Path], out_dir: str | Path, *, overlay: bool = False,
-                       uncertainty: bool = False, progress: bool = True) -> FolderResult:
+                       uncertainty: bool = False, progress: bool = True, qc: bool = False) -> FolderResult:
         """Write ``<stem>.png`` masks (``<stem>_overlay.png``, ``<stem>_uncertainty.png``) for an image, a
         folder or a list of image files.
+
+        ``qc`` (needs TTA) scores each image's member disagreement into ``result.qc``
+        (:func:`medseg.evaluation.qc.qc_score`).
 
         Reading (one batch ahead), computing and writing (post-processing included) overlap; at most
         two batches wait to be written, so memory does not grow with the number of images.
@@ -302,8 +312,13 @@ class Predictor:
         max_pending = 2 * self.config.infer.batch_size
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes: list[tuple[Any, int]] = []
-            for r in self.iter_results(files, uncertainty=uncertainty, on_error=failed):
+            for r in self.iter_results(files, uncertainty=uncertainty or qc, on_error=failed):
                 target = output_paths(r.path, out_dir)[0]
+                if qc:
+                    from medseg.evaluation.qc import qc_score
+
+                    result.qc.append((r.path.name, qc_score(r.proba, r.uncertainty, self.threshold)))
+                    r = r if uncertainty else Prediction(r.path, r.image, r.proba)
                 pixels = r.image.shape[0] * r.image.shape[1]
                 writes.append((writer.submit(self._write_outputs, r, target, overlay), pixels))
                 result.written.append(target)

@@ -1,0 +1,7 @@
+"""Evaluation: per-image metrics (evaluate), intervals and paired tests (stats), surface distances
+(surface), threshold-free pixel scores (pixel_scores), the failure flag (qc), run comparison (compare)
+and the HTML report (report)."""
+
+from medseg.evaluation.evaluate import evaluate, iter_pair_predictions
+
+__all__ = ["evaluate", "iter_pair_predictions"]

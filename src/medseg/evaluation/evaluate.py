@@ -1,0 +1,275 @@
+"""Evaluate a trained run on a data folder: per-image metrics at the original size, and a summary.
+
+Per image: the pixel metrics of :mod:`medseg.metrics` (inside the region of interest when the pair has
+one), surface distances (:mod:`medseg.evaluation.surface`; pixels, and millimetres when the pixel
+spacing is known), and with ``qc`` the failure-flag score (:mod:`medseg.evaluation.qc`). Dataset: the
+means, pooled pixel AUC-ROC / average precision / ECE for binary runs
+(:mod:`medseg.evaluation.pixel_scores`), and a 95 % bootstrap interval over images for every figure
+(``ci95`` in summary.json, :mod:`medseg.evaluation.stats`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medseg.config import label_names
+from medseg.data.layouts import Pair
+from medseg.data.prepare import data_or_recorded, discover_and_check, pairs_for_split
+from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
+from medseg.errors import DataError, MedsegError
+from medseg.evaluation.intervals import add_intervals
+from medseg.evaluation.surface import SURFACE_NAMES, surface_metrics
+from medseg.inference.predictor import Predictor
+from medseg.io.images import load_mask, write_png
+from medseg.io.outputs import check_outputs
+from medseg.metrics import (
+    MetricAccumulator,
+    MulticlassAccumulator,
+    image_metrics,
+    write_per_image_csv,
+    write_summary_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def iter_pair_predictions(predictor: Predictor, pairs: list[Pair], *, uncertainty: bool = False
+                          ) -> Iterator[tuple[Pair, Any, Any]]:
+    """Yield (pair, image, probability map) for readable pairs, reading the next batch in a thread.
+
+    With ``uncertainty`` the third item is (probabilities, standard deviation over TTA members).
+
+    Pairs (not paths) so that frames of multi-frame DICOM files work; DICOM images are windowed with the
+    run's ``data.window``. Unreadable images are logged and skipped.
+    """
+    bs = predictor.config.infer.batch_size
+    window = predictor.config.data.window
+    chunks = [pairs[i : i + bs] for i in range(0, len(pairs), bs)]
+
+    def read(chunk: list[Pair]) -> list[tuple[Pair, Any]]:
+        out = []
+        for pair in chunk:
+            try:
+                out.append((pair, read_pair_image(pair, window)))
+            except MedsegError as err:
+                log.warning("skipped %s", err)
+        return out
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            loaded = pending.result()
+            pending = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
+            if loaded:
+                if uncertainty:
+                    results = predictor.predict_batch([img for _, img in loaded], uncertainty=True)
+                else:
+                    results = predictor.predict_proba_batch([img for _, img in loaded])
+                for (pair, image), result in zip(loaded, results, strict=True):
+                    yield pair, image, result
+
+
+def pair_spacing(pair: Pair) -> tuple[float, float] | None:
+    """(row, column) pixel spacing in mm of a DICOM image: PixelSpacing (per-frame functional groups
+    first), else ImagerPixelSpacing (projection radiography, DICOM PS3.3 C.8.11.4); None otherwise."""
+    from medseg.io.images import is_dicom_path
+
+    if not is_dicom_path(pair.image):
+        return None
+    try:
+        import pydicom
+
+        from medseg.io.dicom import frames_of
+
+        frame = frames_of(pair.image)[(pair.frame or 1) - 1]
+        if frame.geometry.spacing:
+            return frame.geometry.spacing
+        ds = pydicom.dcmread(pair.image, stop_before_pixels=True)
+        value = [float(v) for v in ds.get("ImagerPixelSpacing") or []]
+        return (value[0], value[1]) if len(value) == 2 and min(value) > 0 else None
+    except Exception as err:  # spacing is optional: fall back to pixels
+        log.debug("no pixel spacing for %s: %s", pair.case_id, err)
+        return None
+
+
+def read_roi(pair: Pair, shape: tuple[int, int]) -> np.ndarray | None:
+    """The pair's region of interest as an HxW bool array (None without one); DataError if unusable."""
+    if pair.roi is None:
+        return None
+    roi, info = load_mask(pair.roi, subject=f"region of interest for {pair.case_id}")
+    if roi is None or roi.shape != shape or not roi.any():
+        raise DataError(info.message if roi is None else f"region of interest {pair.roi} is empty or not the "
+                        f"size of its image ({shape[1]}x{shape[0]})")
+    return roi != 0
+
+
+def score_image(acc, case_id: str, pred: np.ndarray, truth: np.ndarray, roi: np.ndarray | None, *,
+                multiclass: bool, extra=None) -> dict[str, float]:
+    """Score one image into ``acc``: pixel metrics inside ``roi`` (when given), boundaries of the masks cut
+    to it in 2D (surface distances of multi-class images with a ROI are not computed)."""
+    if roi is None:
+        return acc.update(case_id, pred, truth, extra=extra)
+    if multiclass:
+        return acc.update(case_id, pred[roi], truth[roi])
+    metrics = image_metrics(pred[roi], truth[roi])
+    if extra is not None:
+        metrics.update(extra(pred & roi, (truth != 0) & roi))
+    return acc.add(case_id, metrics)
+
+
+def surface_extra(spacing, tol_px: float = 2.0, tol_mm: float = 1.0, with_mm: bool = False):
+    """Surface metrics in pixels, plus millimetres when any image has a spacing (NaN for those without)."""
+    def extra(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        out = surface_metrics(pred, truth, tolerance=tol_px)
+        if spacing is not None:
+            mm = surface_metrics(pred, truth, spacing=spacing, tolerance=tol_mm)
+            out.update({f"{k}_mm": v for k, v in mm.items()})
+        elif with_mm:
+            out.update({f"{k}_mm": math.nan for k in SURFACE_NAMES})
+        return out
+    return extra
+
+
+def evaluate(
+    run: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "val",
+    out: str | Path | None = None,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    manifest: str | Path | None = None,
+    overlays: int | Literal["all"] = 0,
+    overrides: list[str] | dict[str, Any] | None = None,
+    progress: bool = True,
+    predictor: Predictor | None = None,
+    spacing: tuple[float, float] | None = None,
+    tolerance_px: float = 2.0,
+    tolerance_mm: float = 1.0,
+    surface: bool = True,
+    qc: bool = False,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Predict every image of ``split`` and compare with its mask; writes per_image.csv and summary.json.
+
+    ``data`` (or ``images`` + ``masks``, or ``manifest``) defaults to the data the run was trained on
+    (recorded in ``RUN/data_source.json``). ``split`` is train, val, test or all; a data set without
+    its own split uses the run's ``splits.csv``. Masks are read as the run was trained
+    (``data.invert_masks``, ``data.palette``, label maps for ``model.classes`` > 1); multi-class runs
+    get per-class metrics and their macro means (:class:`~medseg.metrics.MulticlassAccumulator`). A mask
+    that cannot be read is logged and skipped. ``overrides`` change inference settings
+    (``["infer.threshold=0.4"]``). Pixel metrics count only inside a pair's region of interest (``Pair.roi``, e.g. DRIVE's field of
+    view). ``surface`` adds ``hd95``/``assd``/``nsd`` in pixels (NSD at ``tolerance_px``) and, where the
+    pixel spacing is known (``spacing`` = (row, column) mm for every image, else DICOM PixelSpacing /
+    ImagerPixelSpacing), ``*_mm`` columns (NSD at ``tolerance_mm``). ``qc`` turns TTA on, scores each
+    image's failure flag and calibrates its threshold (``qc.json``). ``overlays``: 0 writes none, N the
+    N worst images by Dice, ``"all"`` one per image, to ``out/overlays/<case>_dice0.87.png`` (prediction
+    red/yellow, truth green). ``out`` defaults to ``RUN/eval_<split>``. Every summary figure gets a percentile-bootstrap 95 % interval over images
+    (``ci95``; ``n_resamples`` seeded by ``seed``).
+
+    Returns the summary dict (``dice``, ``iou``, ``sensitivity``, ... means over images in [0, 1],
+    ``n_images``, ``ci95``). Raises DataError (no data, no pairs in the split) or CheckpointError.
+    """
+    from medseg.evaluation.pixel_scores import image_histograms, pooled_scores, save_histograms
+
+    run = Path(run)
+    if predictor is None:
+        extra = (["infer.tta=true"] if qc else []) + list(overrides or [])
+        predictor = Predictor.load(run, overrides=extra or None)
+    if qc and predictor.plan.members(predictor.backend.flips) < 2:
+        raise MedsegError("the failure flag (--qc) needs test-time augmentation with at least two members; "
+                          "set infer.tta_flips or infer.tta_scales")
+    run_dir = run if run.is_dir() else run.parent
+    given = data_or_recorded(run, data, images, masks, manifest)
+    data, images, masks, manifest = (given[k] for k in ("data", "images", "masks", "manifest"))
+    out = Path(out) if out else run_dir / f"eval_{split}"
+    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
+    read = [f for p in report.index.pairs for f in (p.image, p.mask, p.roi) if f is not None]
+    check_outputs([(run, out / "per_image.csv"), (run, out / "summary.json")], inputs=read, what="report")
+    pairs = pairs_for_split(report, split, run if run.is_dir() else None)
+    cfg = predictor.config
+    spec = TargetSpec.from_config(cfg)  # the run's own reading of masks: classes, palette, inversion
+    multiclass = cfg.model.classes > 1
+    colours = None
+    if overlays:
+        from medseg.inference.overlay import class_colours, make_overlay
+
+        colours = class_colours(cfg) if multiclass else None
+    spacings = {p.case_id: spacing or pair_spacing(p) for p in pairs} if surface else {}
+    n_spacing = sum(v is not None for v in spacings.values())
+    extra_names = (SURFACE_NAMES + (tuple(f"{k}_mm" for k in SURFACE_NAMES) if n_spacing else ())) if surface else ()
+    acc = MulticlassAccumulator(label_names(cfg), extra_names) if multiclass else MetricAccumulator(extra_names)
+    bar = tqdm(total=len(pairs), desc=f"evaluating {split}", unit="img", disable=not progress)
+    worst: list[tuple[float, str, Any, Any, Any]] = []
+    hists: list[np.ndarray] = []
+    qc_scores: list[float] = []
+    n_roi = 0
+    for pair, image, result in iter_pair_predictions(predictor, pairs, uncertainty=qc):
+        bar.update(1)
+        proba, std = result if qc else (result, None)
+        try:
+            truth = read_pair_target(pair, spec)
+            roi = read_roi(pair, truth.shape)
+        except MedsegError as err:
+            log.warning("skipped %s", err)
+            continue
+        mask = predictor.to_mask(proba)
+        pred = mask if multiclass else mask > 0
+        extra = surface_extra(spacings[pair.case_id], tolerance_px, tolerance_mm, n_spacing > 0) if surface else None
+        if roi is not None:
+            n_roi += 1
+        metrics = score_image(acc, pair.case_id, pred, truth, roi, multiclass=multiclass, extra=extra)
+        if not multiclass:
+            hists.append(image_histograms(proba, truth, roi))
+        if qc:
+            from medseg.evaluation.qc import qc_score
+
+            qc_scores.append(qc_score(proba, std, predictor.threshold, roi))
+        dice = metrics["dice"]
+        if overlays == "all":  # written at once: memory does not grow with the number of images
+            write_png(out / "overlays" / f"{pair.case_id}_dice{dice:.2f}.png",
+                      make_overlay(image, pred, truth=truth, colours=colours))
+        elif overlays:
+            worst.append((dice, pair.case_id, image, pred, truth))
+            worst = sorted(worst, key=lambda w: w[0])[:overlays]
+    bar.close()
+    rows = acc.rows()
+    summary = acc.aggregate()
+    if surface:
+        summary.update(surface_unit="px" + (" and mm" if n_spacing else ""), tolerance_px=tolerance_px,
+                       tolerance_mm=tolerance_mm if n_spacing else None, n_images_mm=n_spacing,
+                       n_surface_one_empty=sum((r.get("fg_pred", 1) == 0) != (r.get("fg_true", 1) == 0) for r in rows))
+    summary["n_images_roi"] = n_roi
+    add_intervals(summary, acc, n_resamples=n_resamples, seed=seed)
+    if hists:
+        scores = pooled_scores(np.stack(hists), n_resamples=n_resamples, seed=seed)
+        summary["ci95"].update(scores.pop("ci95", {}))
+        summary.update(scores)
+        save_histograms(out / "pixel_histograms.npz", [r["case_id"] for r in rows], np.stack(hists))
+    if qc:
+        from medseg.evaluation.qc import calibrate, write_qc
+
+        for row, score in zip(rows, qc_scores, strict=True):
+            row["qc_score"] = score
+        summary["qc"] = calibrate(np.array(qc_scores), np.array([r["iou"] for r in rows]), seed=seed)
+        for row in rows:
+            row["qc_flag"] = int(row["qc_score"] >= summary["qc"]["threshold"])
+        write_qc(out / "qc.json", summary["qc"])
+    summary.update(split=split, threshold=predictor.threshold, checkpoint=predictor.source,
+                   data=str(data or images or manifest), tta=predictor.plan.members(predictor.backend.flips) > 1)
+    write_per_image_csv(out / "per_image.csv", rows)
+    write_summary_json(out / "summary.json", summary)
+    for dice, case_id, image, pred, truth in worst:
+        write_png(out / "overlays" / f"{case_id}_dice{dice:.2f}.png",
+                  make_overlay(image, pred, truth=truth, colours=colours))
+    log.info("wrote %s and %s", out / "per_image.csv", out / "summary.json")
+    return summary
