@@ -165,16 +165,17 @@ def evaluate(
     (recorded in ``RUN/data_source.json``). ``split`` is train, val, test or all; a data set without
     its own split uses the run's ``splits.csv``. Masks are read as the run was trained
     (``data.invert_masks``, ``data.palette``, label maps for ``model.classes`` > 1); multi-class runs
-    get per-class metrics and their macro means (:class:`~medseg.metrics.MulticlassAccumulator`). A mask
-    that cannot be read is logged and skipped. ``overrides`` change inference settings
-    (``["infer.threshold=0.4"]``). Pixel metrics count only inside a pair's region of interest (``Pair.roi``, e.g. DRIVE's field of
-    view). ``surface`` adds ``hd95``/``assd``/``nsd`` in pixels (NSD at ``tolerance_px``) and, where the
-    pixel spacing is known (``spacing`` = (row, column) mm for every image, else DICOM PixelSpacing /
-    ImagerPixelSpacing), ``*_mm`` columns (NSD at ``tolerance_mm``). ``qc`` turns TTA on, scores each
-    image's failure flag and calibrates its threshold (``qc.json``). ``overlays``: 0 writes none, N the
-    N worst images by Dice, ``"all"`` one per image, to ``out/overlays/<case>_dice0.87.png`` (prediction
-    red/yellow, truth green). ``out`` defaults to ``RUN/eval_<split>``. Every summary figure gets a percentile-bootstrap 95 % interval over images
-    (``ci95``; ``n_resamples`` seeded by ``seed``).
+    get per-class metrics and their macro means (:class:`~medseg.metrics.MulticlassAccumulator`). A
+    mask that cannot be read is logged and skipped. ``overrides`` change inference settings
+    (``["infer.threshold=0.4"]``). Pixel metrics count only inside a pair's region of interest
+    (``Pair.roi``, e.g. DRIVE's field of view). ``surface`` adds ``hd95``/``assd``/``nsd`` in pixels
+    (NSD at ``tolerance_px``) and, where the pixel spacing is known (``spacing`` = (row, column) mm for
+    every image, else DICOM PixelSpacing / ImagerPixelSpacing), ``*_mm`` columns (NSD at
+    ``tolerance_mm``). ``qc`` turns TTA on, scores each image's failure flag and calibrates its
+    threshold (``qc.json``). ``overlays``: 0 writes none, N the N worst images by Dice, ``"all"`` one
+    per image, to ``out/overlays/<case>_dice0.87.png`` (prediction red/yellow, truth green). ``out``
+    defaults to ``RUN/eval_<split>``. Every summary figure gets a percentile-bootstrap 95 % interval
+    over images (``ci95``; ``n_resamples`` seeded by ``seed``).
 
     Returns the summary dict (``dice``, ``iou``, ``sensitivity``, ... means over images in [0, 1],
     ``n_images``, ``ci95``). Raises DataError (no data, no pairs in the split) or CheckpointError.
