@@ -180,7 +180,7 @@ def evaluate(
     Returns the summary dict (``dice``, ``iou``, ``sensitivity``, ... means over images in [0, 1],
     ``n_images``, ``ci95``). Raises DataError (no data, no pairs in the split) or CheckpointError.
     """
-    from medseg.evaluation.pixel_scores import image_histograms, pooled_scores, save_histograms
+    from medseg.evaluation.pixel_scores import image_histograms, pooled_scores
 
     run = Path(run)
     if predictor is None:
@@ -255,7 +255,6 @@ def evaluate(
         scores = pooled_scores(np.stack(hists), n_resamples=n_resamples, seed=seed)
         summary["ci95"].update(scores.pop("ci95", {}))
         summary.update(scores)
-        save_histograms(out / "pixel_histograms.npz", [r["case_id"] for r in rows], np.stack(hists))
     if qc:
         from medseg.evaluation.qc import calibrate, write_qc
 

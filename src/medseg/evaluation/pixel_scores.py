@@ -18,7 +18,6 @@ scores are exact up to the bin width (1/1000):
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -112,14 +111,3 @@ def pooled_scores(hists: np.ndarray, *, n_resamples: int | None = None, seed: in
                        for name, fn in (("auc_roc", auc_roc), ("average_precision", average_precision),
                                         ("ece", ece))}
     return out
-
-
-def save_histograms(path: str | Path, case_ids: list[str], hists: np.ndarray) -> Path:
-    """Write the per-image histograms (for the report's reliability diagram) as a compressed .npz."""
-    from medseg.io.files import atomic_path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, case_ids=np.array(case_ids), hists=np.asarray(hists, dtype=np.int64))
-    return path
