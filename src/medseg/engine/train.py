@@ -152,14 +152,14 @@ def train(
     try:
         return _train(ctx, data, Path(out), preset=preset, config_file=config_file, overrides=overrides,
                       config=config, images=images, masks=masks, manifest=manifest, resume=resume,
-                      overwrite=overwrite, progress=progress)
+                      overwrite=overwrite, progress=progress, assignment=assignment)
     finally:
         ctx.restore_sigterm()
         shutdown(ctx)
 
 
 def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides, config, images, masks, manifest,
-           resume: bool, overwrite: bool, progress: bool) -> Path:
+           resume: bool, overwrite: bool, progress: bool, assignment: dict[str, str] | None) -> Path:
     main = ctx.is_main
     resume_state = None
     if not resume and (out / LAST).exists() and not overwrite:
