@@ -510,7 +510,7 @@ def predict(
     skipped = getattr(result, "skipped", [])
     done = f", {len(skipped)} already complete" if skipped else ""
     procs = f" by {ctx.world} processes" if ctx.enabled else ""
-    if qc:
+    if qc and result.qc:
         from medseg.evaluation.qc import find_calibration, write_qc_csv
 
         calibration = find_calibration(run)

@@ -97,6 +97,7 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
     check_outputs([item for plan in output_plan(files, out, overlay=overlay, uncertainty=uncertainty)
                    for item in plan], what="output")
     problem = None
+    created = not out.exists()
     if ctx.is_main:
         try:
             problem = claim_output_folder(out, fingerprint(predictor, overlay=overlay, uncertainty=uncertainty),
@@ -126,4 +127,14 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
         merged.failed += part[1]
         merged.skipped += part[2]
         merged.qc += part[3]
+    if ctx.is_main and created and not merged.written and not merged.skipped:
+        _remove_empty_output(out)  # nothing was written: leave no folder behind that holds only the stamp
     return merged
+
+
+def _remove_empty_output(out: Path) -> None:
+    (out / MANIFEST).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # not empty (another writer, a qc.csv to come): keep it
+        pass
