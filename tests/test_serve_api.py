@@ -103,6 +103,18 @@ def test_overlay_and_tta_equal_medseg_predict(client, inputs, predicted):
     assert r.status_code == 200 and r.content == (predicted / "tta" / "odd.png").read_bytes()
 
 
+def test_tta_json_carries_the_failure_flag_of_predict_tta(client, inputs, predicted):
+    import csv
+
+    rows = {r["image"]: float(r["qc_score"]) for r in csv.DictReader((predicted / "tta" / "qc.csv").open())}
+    r = client.post("/v1/segment?format=json&tta=true", files={"file": inputs["odd.jpg"].open("rb")}, headers=AUTH)
+    qc = r.json()["qc"]
+    assert qc["score"] == pytest.approx(rows["odd.jpg"], abs=1e-6) and qc["frame_scores"] == [qc["score"]]
+    assert qc["threshold"] is None and qc["likely_failure"] is None  # the tiny run has no calibration
+    plain = client.post("/v1/segment?format=json", files={"file": inputs["odd.jpg"].open("rb")}, headers=AUTH)
+    assert "qc" not in plain.json()
+
+
 def test_json_answer_has_areas_boxes_rle_polygons_and_no_pixel_arrays(client, inputs, predicted):
     path = inputs["wide.png"]
     r = client.post("/v1/segment?format=json", files={"file": path.open("rb")},

@@ -7,6 +7,7 @@ Masks come from :meth:`Predictor.to_mask` (threshold and the run's post-processi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,27 @@ def summary(job: Job, mask: np.ndarray, model_id: str) -> dict[str, Any]:
         "input": {"kind": upload.kind, "width": int(w), "height": int(h), "frames": len(upload.frames),
                   "frame": (job.frame or 0) + 1},
         "classes": outputs.class_summaries(mask, predictor.config, upload.spacing_mm),
+        **({"qc": qc_answer(job.qc, getattr(predictor, "source", None))} if job.qc else {}),
     }
+
+
+@lru_cache(maxsize=8)
+def _calibration(source: str) -> dict[str, Any] | None:
+    from medseg.evaluation.qc import find_calibration
+
+    return find_calibration(source)
+
+
+def qc_answer(scores: list[float], source: str | Path | None) -> dict[str, Any]:
+    """The per-image failure flag of a TTA answer: the members' disagreement score of the segmented
+    frame (or every frame), and, when the run holds a calibration (``qc.json`` from ``medseg evaluate
+    --qc``), its threshold and whether this image is likely below Jaccard 0.65."""
+    calibration = _calibration(str(source)) if source else None
+    threshold = calibration.get("threshold") if calibration else None
+    score = scores[0] if len(scores) == 1 else max(scores)
+    return {"score": round(float(score), 6), "frame_scores": [round(float(s), 6) for s in scores],
+            "threshold": threshold, "likely_failure": None if threshold is None else bool(score >= threshold),
+            "auroc": calibration.get("auroc") if calibration else None}
 
 
 def build_answer(job: Job, probas: list[np.ndarray], workdir: Path, *, fmt: str, model_id: str,

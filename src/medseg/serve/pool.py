@@ -28,6 +28,7 @@ import numpy as np
 
 from medseg.config import build_config
 from medseg.errors import MedsegError
+from medseg.evaluation.qc import qc_score
 from medseg.serve.security import REQUEST_ID, UploadError
 from medseg.serve.uploads import Upload, decode_upload
 
@@ -58,6 +59,7 @@ class Job:
     predictor: Any = None
     timing: dict[str, float] = field(default_factory=dict)
     enqueued: float = field(default_factory=time.perf_counter)
+    qc: list[float] | None = None  # failure-flag score per frame, when TTA ran (medseg.evaluation.qc)
 
     def images(self) -> list[np.ndarray]:
         frames = self.upload.frames
@@ -217,10 +219,14 @@ class InferencePool:
         images = [img for job in group for img in job.images()]
         step = max(1, predictor.config.infer.batch_size)  # as medseg predict batches a series
         t0 = time.perf_counter()
+        # with TTA, the members' disagreement also gives the per-image failure flag, as `predict --tta`
+        want_std = group[0].tta and predictor.plan.members(predictor.backend.flips) > 1
         try:
-            probas = []
+            probas, scores = [], []
             for i in range(0, len(images), step):
-                probas += [p for p, _ in predictor.predict_batch(images[i:i + step])]
+                for p, std in predictor.predict_batch(images[i:i + step], uncertainty=want_std):
+                    probas.append(p)
+                    scores.append(qc_score(p, std, predictor.threshold) if want_std else None)
                 if self.metrics is not None:
                     self.metrics.batch_size.observe(len(images[i:i + step]))
         except Exception as err:  # noqa: BLE001 - a model failure answers 500 for these jobs only
@@ -236,6 +242,7 @@ class InferencePool:
             REQUEST_ID.set(job.request_id)
             n = len(job.images())
             job.timing["inference_ms"] = seconds * 1000
+            job.qc = scores[start:start + n] if want_std else None
             try:
                 result = job.finish(job, probas[start:start + n], workdir)
             except UploadError as err:
