@@ -126,3 +126,17 @@ def test_sigkill_at_random_moments_then_resume_ends_with_the_same_weights(tiny_d
     assert a["state"]["epoch"] == b["state"]["epoch"] == epochs
     for key, value in a["model"].items():  # deterministic fp32: the same weights as without kills
         assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.slow
+def test_resume_keeps_every_epoch_row_when_metrics_csv_is_behind_last_pt(tiny_dataset, tmp_path):
+    """A kill between saving last.pt and writing metrics.csv must not lose that epoch's row on resume."""
+    from medseg.engine.history import write_history
+    from medseg.engine.train import train
+
+    run = tmp_path / "run"
+    train(tiny_dataset, run, overrides=[*TINY, "train.epochs=2"], progress=False)
+    rows = read_history(run / "metrics.csv")
+    write_history(run / "metrics.csv", rows[:1])  # as if killed after last.pt (epoch 2), before the csv
+    train(tiny_dataset, run, overrides=[*TINY, "train.epochs=3"], resume=True, progress=False)
+    assert [r["epoch"] for r in read_history(run / "metrics.csv")] == [1, 2, 3]

@@ -245,8 +245,10 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
         st.update(resume_state["state"])
         if "rng" in resume_state:
             torch.set_rng_state(resume_state["rng"])
-        # last.pt is the truth: epochs after it (in metrics.csv, maybe best.pt) are trained again
-        history = [r for r in read_history(out / "metrics.csv") if r["epoch"] <= st["epoch"]]
+        # last.pt is the truth: epochs after it (in metrics.csv, maybe best.pt) are trained again. Its own copy
+        # of the history is used, since a kill between saving last.pt and metrics.csv loses a row otherwise
+        saved = resume_state.get("history") or read_history(out / "metrics.csv")
+        history = [r for r in saved if r["epoch"] <= st["epoch"]]
         log.info("resuming at epoch %d%s (best val Dice %.4f)", st["epoch"] + 1,
                  f", after its first {st['epoch_images']} images" if st["epoch_images"] else "", st["best_dice"])
     progress0 = st["progress"]
@@ -270,7 +272,7 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
     def save_last(val_dice: float) -> None:
         save_checkpoint(out / LAST, model, config_dict, epoch=st["epoch"], val_dice=val_dice,
                         optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict(),
-                        rng=torch.get_rng_state(), world_size=ctx.world)
+                        rng=torch.get_rng_state(), world_size=ctx.world, history=list(history))
 
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
         plan = plan_epoch(cfg, epoch, n_train)
@@ -354,12 +356,12 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
         stopped, (elapsed,) = ctx.agree(time.monotonic() - session_start)
         out_of_time = out_of_time or bool(budget and elapsed + 1.0 >= budget)
         finishing = stopped or out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
-        if main:
+        if main:  # metrics.csv first: it is never behind last.pt (which also carries the history)
+            write_history(out / "metrics.csv", history)
+            plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
             if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
                 save_last(val_dice)
                 last_saved = time.monotonic()
-            write_history(out / "metrics.csv", history)
-            plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
         msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
                f"{' (best)' if improved else ''}, {row['train_img_per_s']:.1f} img/s")
         if main:
