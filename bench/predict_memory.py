@@ -86,7 +86,10 @@ def count_masks(folder: Path) -> int:
 def measure(run: Path, images: Path, out: Path, marks: list[int], every: float) -> dict:
     cmd = [sys.executable, "-c", "from medseg.cli import main; main()", "--quiet", "predict", str(run), str(images),
            "--out", str(out)]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the child's output goes to a file: a pipe that is read only at the end fills up (progress bars) and
+    # blocks the child after a few thousand images
+    log = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     samples, at_mark, peak = [], {}, 0.0
     t0 = time.time()
     while child.poll() is None:
@@ -99,12 +102,15 @@ def measure(run: Path, images: Path, out: Path, marks: list[int], every: float) 
                     at_mark[m] = {"rss_mb": round(rss, 1), "peak_so_far_mb": round(peak, 1),
                                   "seconds": round(time.time() - t0, 1)}
         time.sleep(every)
-    stdout, stderr = child.communicate()
+    child.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
     done = count_masks(out)
     return {"returncode": child.returncode, "written": done, "at_mark": {str(k): v for k, v in at_mark.items()},
             "child_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "seconds": round(time.time() - t0, 1), "samples": samples[:: max(1, len(samples) // 400)],
-            "output_tail": (stdout + stderr)[-1000:]}
+            "output_tail": output[-1000:]}
 
 
 def main() -> None:
