@@ -12,29 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _subset import machine
 from medseg.evaluation.pixel_scores import BINS, pooled_scores
 from medseg.evaluation.stats import bootstrap_means
 from medseg.evaluation.surface import surface_metrics
-
-
-def cpu() -> dict[str, object]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 
 def main() -> None:
@@ -62,8 +48,9 @@ def main() -> None:
         t_surface = (time.perf_counter() - t0) / 20
         results.append({"images": n, "resamples": args.resamples, "means_17_figures_s": t_means,
                         "pixel_auc_ap_ece_s": t_pixel, "surface_per_256px_image_ms": 1000 * t_surface})
-    info = {"cpu": cpu(), "results": results}
-    print(f"CPU: {info['cpu']['model']} ({', '.join(info['cpu']['flags']) or 'no AVX-512/AMX'})\n")
+    info = {"cpu": machine(), "results": results}
+    flags = [name for name, present in info["cpu"]["flags"].items() if present and name != "avx2"]
+    print(f"CPU: {info['cpu']['cpu']} ({', '.join(flags) or 'no AVX-512/AMX'})\n")
     print("| images | resamples | 17 per-image means (s) | pixel AUC+AP+ECE (s) "
           "| surface metrics / 256 px image (ms) |")
     print("|---:|---:|---:|---:|---:|")

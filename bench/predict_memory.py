@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,23 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _subset import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "predict_memory.json"
-
-
-def machine() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags or "amx_tile" in flags,
-            "avx512": "avx512f" in flags}
 
 
 def make_folder(folder: Path, n: int, distinct: int, side: int) -> None:
@@ -132,8 +118,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, **result}, indent=2))
     m = meta["machine"]
-    print(f"\n{meta['date']}, {m['cpu']}, {m['cores']} cores (bf16 {m['bf16']}, AMX {m['amx']}, "
-          f"AVX-512 {m['avx512']}); {args.images} JPEGs of {args.side}x{int(args.side * 0.75)} px\n")
+    f = m["flags"]
+    print(f"\n{meta['date']}, {m['cpu']}, {m['cores']} cores (bf16 {f['avx512_bf16']}, AMX "
+          f"{f['amx_bf16'] or f['amx_tile']}, AVX-512 {f['avx512f']}); {args.images} JPEGs of "
+          f"{args.side}x{int(args.side * 0.75)} px\n")
     print("| masks written | RSS (MB) | peak so far (MB) | elapsed (s) |")
     print("|---|---|---|---|")
     for mark, r in result["at_mark"].items():
