@@ -23,10 +23,12 @@ Conventions follow PyTorch's DDP tutorial and ``torch.distributed.run`` (docs.py
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -152,8 +154,21 @@ def init_distributed(backend: str | None = None, timeout_min: float = 30.0) -> D
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group: every rank meets once more, then each destroys its own.
+
+    On the normal path (no exception propagating) the ranks first meet in a barrier, so that no rank
+    tears down its gloo connections while a peer still has a collective in flight: a rank that left
+    early once made its peer abort at exit (SIGABRT, "terminate called without an active exception")
+    after all the work was done. When an exception is propagating, the barrier is skipped (the other
+    ranks may never reach it). The group's objects are then freed while the interpreter is fully alive
+    rather than during interpreter finalisation.
+    """
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    if sys.exc_info()[0] is None:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def cpu_threads_per_process(ctx: DistContext) -> int:
