@@ -12,6 +12,7 @@ import medseg
 from medseg.cli import app
 from medseg.data.check import check_pairs
 from medseg.data.layouts import find_pairs
+from medseg.errors import MedsegError
 
 
 def test_dir_medseg_holds_only_the_api():
@@ -38,6 +39,25 @@ def test_evaluate_without_data_reuses_the_runs_data(tiny_run, tiny_dataset, tmp_
                                       "--threshold", "0.3", "--overlay"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "ev3" / "overlays").glob("*.png"))) == 4  # --overlay without --worst: all
+
+
+def test_worst_alone_writes_the_overlays_of_the_worst_images(tiny_run, tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_run), "--split", "test", "-o", str(tmp_path / "ev"),
+                                      "--worst", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "ev" / "overlays").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "optim.lr=0.1"], "only inference settings"),
+    (["--set", "data.image_size=65"], "data.* was fixed"),
+    (["--no-tta", "--uncertainty"], "drop --no-tta"),
+])
+def test_predict_refuses_settings_it_would_ignore(tiny_run, tiny_dataset, tmp_path, args, message):
+    image = next(tiny_dataset.rglob("*.jpg"))
+    result = CliRunner().invoke(app, ["predict", str(tiny_run), str(image), "-o", str(tmp_path / "out"), *args])
+    assert isinstance(result.exception, MedsegError) and message in str(result.exception), result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_overlays_are_off_by_default(tiny_run, tmp_path):

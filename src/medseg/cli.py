@@ -319,8 +319,8 @@ def evaluate(
                                              "RUN/eval_SPLIT]", show_default=False)] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay images (prediction red/yellow, "
                                           "truth green) to OUT/overlays/")] = False,
-    worst: Annotated[int | None, typer.Option(metavar="N", help="with --overlay: only the N worst images by "
-                                              "Dice [default: every image]")] = None,
+    worst: Annotated[int | None, typer.Option(metavar="N", help="overlays of only the N worst images by Dice "
+                                              "(implies --overlay) [default: with --overlay, every image]")] = None,
     threshold: ThresholdOpt = None,
     set_: SetOpt = None,
     spacing: Annotated[str | None, typer.Option(metavar="ROW,COL", help="pixel spacing in mm for surface "
@@ -347,7 +347,7 @@ def evaluate(
     \b
     Examples:
       medseg evaluate runs/isic
-      medseg evaluate runs/isic data/isic --split test -o results/ --overlay --worst 16
+      medseg evaluate runs/isic data/isic --split test -o results/ --worst 16
       medseg evaluate runs/isic --threshold 0.4 --set infer.tta=true
       medseg evaluate runs/isic data/isic --qc
       medseg evaluate runs/ct data/ct --spacing 0.7,0.7 --tolerance-mm 2
@@ -358,7 +358,9 @@ def evaluate(
         raise MedsegError(f"--split must be train, val, test or all, not {split!r}")
     if overlays_old:
         overlay, worst = True, overlays_old
-    overlays = (worst or "all") if overlay else 0
+    if worst is not None and worst < 1:
+        raise MedsegError(f"--worst must be at least 1, not {worst}")
+    overlays = worst or ("all" if overlay else 0)
     summary = run_eval(run, data, split=split, out=out, overlays=overlays, images=images, masks=masks,
                        manifest=manifest, overrides=_inference_overrides(set_, threshold),
                        spacing=_parse_spacing(spacing), tolerance_px=tolerance_px, tolerance_mm=tolerance_mm,
@@ -488,6 +490,8 @@ def predict(
     from medseg.inference.series_output import is_dicom_input, predict_dicom
 
     overrides = _inference_overrides(set_, threshold)
+    if tta is False and uncertainty:
+        raise MedsegError("--uncertainty measures the disagreement between TTA members; drop --no-tta")
     if tta is not None or uncertainty:
         overrides.append(f"infer.tta={'true' if (tta or uncertainty) else 'false'}")
     ctx = init_distributed(backend="gloo") if under_torchrun() else DistContext()

@@ -22,7 +22,7 @@ from medseg.config import Config, build_config, validate
 from medseg.data.geometry import letterbox, unletterbox
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.runtime import Runtime, resolve_runtime
-from medseg.errors import CheckpointError, MedsegError
+from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
@@ -99,6 +99,8 @@ class Predictor:
 
         ``precision``/``channels_last``/``device`` choose the PyTorch runtime (auto: bf16 + channels_last
         on CPUs with native bf16); ``overrides`` change inference settings, e.g. ``["infer.tta=true"]``.
+        Raises :class:`ConfigError` for an override outside ``infer.*``: the input size, normalisation and
+        network were fixed by training, and changing them silently would make another model.
         """
         path = Path(path)
         if path.is_dir() and (path / "cv.json").is_file():  # a cross-validation run: its folds, averaged
@@ -122,6 +124,7 @@ class Predictor:
             backend = TorchBackend(net, cfg, resolve_runtime(precision, channels_last, device))
             source = ckpt["path"]
         if overrides:
+            _refuse_training_keys(overrides, path)
             cfg = build_config(base=cfg.model_dump(mode="json"), overrides=overrides)
         return cls(backend, cfg, source=source)
 
@@ -371,3 +374,16 @@ def uncertainty_image(std: np.ndarray) -> np.ndarray:
     if std.ndim == 3:
         std = std.max(axis=2)
     return np.clip(np.rint(std * 510.0), 0, 255).astype(np.uint8)
+
+
+def _refuse_training_keys(overrides: list[str] | dict[str, Any], model: Path) -> None:
+    """ConfigError naming the first override that is not an inference setting (``infer.*``)."""
+    if isinstance(overrides, dict):
+        keys = [k if "." in k or not isinstance(v, dict) else f"{k}.{next(iter(v), '')}"
+                for k, v in overrides.items()]
+    else:
+        keys = [str(o).split("=", 1)[0].strip() for o in overrides]
+    for key in keys:
+        if not key.startswith("infer."):
+            raise ConfigError(f"--set {key}: only inference settings (infer.*) can change when predicting with "
+                              f"{model}; {key.split('.')[0]}.* was fixed when the model was trained")
