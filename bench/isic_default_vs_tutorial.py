@@ -91,7 +91,7 @@ def tutorial_loop(minutes: float, run: Path) -> dict:
 
 def medseg_default(minutes: float, run: Path) -> dict:
     t0 = time.monotonic()
-    train(DATA, run, preset="default", overrides=[f"train.time_budget_min={minutes}"], overwrite=True,
+    train(DATA, run, config="default", overrides=[f"train.time_budget_min={minutes}"], overwrite=True,
           progress=False)
     elapsed = time.monotonic() - t0
     import csv

@@ -61,7 +61,7 @@ def run_one(name: str, minutes: float) -> dict:
         over += ISBI
     run = OUT / name
     t0 = time.monotonic()
-    train(DATA / data, run, preset=preset, overrides=over, overwrite=True, progress=False)
+    train(DATA / data, run, config=preset, overrides=over, overwrite=True, progress=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     images = sum(int(r["train_images"]) for r in rows)
     seconds = sum(float(r["train_seconds"]) for r in rows)

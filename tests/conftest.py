@@ -37,5 +37,5 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     """A run trained for two epochs on the tiny dataset."""
     from medseg.engine.train import train
 
-    return train(tiny_dataset, tmp_path_factory.mktemp("runs") / "tiny", preset="default", overrides=TINY,
+    return train(tiny_dataset, tmp_path_factory.mktemp("runs") / "tiny", config="default", overrides=TINY,
                  progress=False)

@@ -34,7 +34,7 @@ def test_data_check_train_and_evaluate_on_dicom_with_seg_labels(dicom_dataset, t
     result = CliRunner().invoke(app, ["data", "check", str(dicom_dataset)])
     assert result.exit_code == 0, result.output
     assert "found 12 pairs" in result.output and "DICOM SEG" in result.output
-    run = medseg.train(dicom_dataset, tmp_path / "run", preset="default", progress=False,
+    run = medseg.train(dicom_dataset, tmp_path / "run", config="default", progress=False,
                        overrides=[*TINY, "data.window=soft_tissue", "data.val_fraction=0.25"])
     report = (run / "data_report.txt").read_text()
     summary = medseg.evaluate(run, dicom_dataset, split="val", out=tmp_path / "ev", progress=False)

@@ -136,7 +136,7 @@ def test_two_nodes_match_one_process_and_resume_into_one(odd_data, tmp_path):
     """Two torchrun 'nodes' on loopback (c10d rendezvous) train like one process; then one process resumes."""
     from medseg.engine.train import train
 
-    one = train(odd_data, tmp_path / "one", preset="default", overrides=TINY + ["train.epochs=2"], progress=False)
+    one = train(odd_data, tmp_path / "one", config="default", overrides=TINY + ["train.epochs=2"], progress=False)
     port = free_port()
     args = ["--nnodes=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=medseg-test",
             "-m", "medseg", "-q", "train", str(odd_data), "--out", str(tmp_path / "two"), "--epochs", "2",

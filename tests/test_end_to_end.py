@@ -77,7 +77,7 @@ def test_load_accepts_checkpoint_file_and_rejects_junk(tiny_run, tmp_path):
 
 
 def test_same_seed_same_result(tiny_dataset, tiny_run, tmp_path):
-    again = medseg.train(tiny_dataset, tmp_path / "again", preset="default", overrides=TINY, progress=False)
+    again = medseg.train(tiny_dataset, tmp_path / "again", config="default", overrides=TINY, progress=False)
     first = list(csv.DictReader((tiny_run / "metrics.csv").open()))
     second = list(csv.DictReader((again / "metrics.csv").open()))
     assert [r["train_loss"] for r in first] == [r["train_loss"] for r in second]
@@ -97,7 +97,7 @@ def test_resume_continues_from_last(tiny_dataset, tiny_run, tmp_path):
 
 @pytest.mark.parametrize("batch_size", [12, 16])  # 16: the whole training split is one batch per epoch
 def test_time_budget_stops_and_keeps_best(tiny_dataset, tmp_path, batch_size):
-    run = medseg.train(tiny_dataset, tmp_path / "budget", preset="default", progress=False,
+    run = medseg.train(tiny_dataset, tmp_path / "budget", config="default", progress=False,
                        overrides=TINY + ["train.epochs=50", "train.time_budget_min=0.05",
                                          f"train.batch_size={batch_size}"])
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -108,7 +108,7 @@ def test_time_budget_stops_and_keeps_best(tiny_dataset, tmp_path, batch_size):
 
 def test_existing_run_is_not_clobbered(tiny_dataset, tiny_run):
     with pytest.raises(CheckpointError, match="already holds a run; use --resume"):
-        medseg.train(tiny_dataset, tiny_run, preset="default", overrides=TINY, progress=False)
+        medseg.train(tiny_dataset, tiny_run, config="default", overrides=TINY, progress=False)
 
 
 def test_training_skips_broken_pairs_and_lists_them(tiny_dataset, tmp_path, caplog):
@@ -120,7 +120,7 @@ def test_training_skips_broken_pairs_and_lists_them(tiny_dataset, tmp_path, capl
     (data / "masks" / "SYN_0005_segmentation.png").unlink()
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(data / "masks" / "SYN_0007_segmentation.png")
     with caplog.at_level("WARNING"):
-        run = medseg.train(data, tmp_path / "run", preset="default", overrides=TINY + ["train.epochs=1"],
+        run = medseg.train(data, tmp_path / "run", config="default", overrides=TINY + ["train.epochs=1"],
                            progress=False)
     report = (run / "data_report.txt").read_text()
     for case in ("SYN_0002", "SYN_0005", "SYN_0007"):

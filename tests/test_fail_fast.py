@@ -34,7 +34,7 @@ def no_data_read(monkeypatch):
     ({"overrides": ["loss.name=dice_bc"]}, "'dice_bc' is not one of .*did you mean 'dice_bce'"),
     ({"overrides": ["optim.lrr=0.1"]}, "unknown key 'optim.lrr' \\(did you mean 'optim.lr'\\?\\)"),
     ({"overrides": ["trian.epochs=3"]}, "unknown key 'trian' \\(did you mean 'train'\\?\\)"),
-    ({"preset": "isic-unett"}, "unknown preset 'isic-unett' \\(did you mean 'isic-unet'\\?\\)"),
+    ({"config": "isic-unett"}, "unknown preset 'isic-unett' \\(did you mean 'isic-unet'\\?\\)"),
     ({"overrides": ["model.arch=unet", "model.psp_bins=[1,2]"]}, "psp_bins"),
 ])
 def test_config_names_fail_before_any_data_is_read(kwargs, message, no_data_read, tmp_path):

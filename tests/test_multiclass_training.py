@@ -96,7 +96,7 @@ def test_multiclass_training_end_to_end(three_class_data, tmp_path, source):
                    "data.val_fraction=0.25", "train.freeze_encoder_epoch=2"]
     if source == "colours":
         over.append(f"data.palette={PALETTE}")
-    run = medseg.train(three_class_data / source, tmp_path / "run", preset="default", overrides=over,
+    run = medseg.train(three_class_data / source, tmp_path / "run", config="default", overrides=over,
                        progress=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 2 and all(0 <= float(r["val_dice"]) <= 1 for r in rows)
@@ -106,7 +106,7 @@ def test_multiclass_training_end_to_end(three_class_data, tmp_path, source):
 def test_progressive_stages_train(tiny_dataset, tmp_path):
     over = TINY + ["train.stages=[{epochs: 1, lr: 0.001, data_fraction: 0.5, augment: low}, "
                    "{epochs: 1, lr: 0.0005, data_fraction: 1.0, augment: high}]"]
-    run = medseg.train(tiny_dataset, tmp_path / "run", preset="default", overrides=over, progress=False)
+    run = medseg.train(tiny_dataset, tmp_path / "run", config="default", overrides=over, progress=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["train_images"]) for r in rows] == [8, 16]
     assert [float(r["lr"]) for r in rows] == [0.001, 0.0005]
@@ -121,7 +121,7 @@ def test_multiclass_evaluate_and_predict_outputs(three_class_data, tmp_path):
 
     over = TINY + ["model.classes=3", "loss.name=dice_ce", "data.val_fraction=0.25", "train.epochs=1",
                    "data.class_names=[bg, square, disc]"]
-    run = medseg.train(three_class_data / "labels", tmp_path / "run", preset="default", overrides=over,
+    run = medseg.train(three_class_data / "labels", tmp_path / "run", config="default", overrides=over,
                        progress=False)
     summary = evaluate(run, three_class_data / "labels", split="val", overlays=2, progress=False)
     assert set(summary["per_class"]) == {"square", "disc"}

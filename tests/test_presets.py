@@ -47,7 +47,7 @@ def test_preset_trains_and_predicts(preset, tiny_dataset, tmp_path):
                     "{epochs: 1, lr: 1.0e-5, data_fraction: 1.0, augment: pspnet-high}]")
     if preset == "isic-unet":
         over.append("model.base_channels=16")
-    run = medseg.train(tiny_dataset, tmp_path / preset, preset=preset, overrides=over, progress=False)
+    run = medseg.train(tiny_dataset, tmp_path / preset, config=preset, overrides=over, progress=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == (2 if preset == "dicom-pspnet" else 1)
     mask = medseg.load(run).predict(np.zeros((70, 90, 3), np.uint8))

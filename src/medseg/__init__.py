@@ -15,6 +15,8 @@ from pathlib import Path as _Path
 if _typing.TYPE_CHECKING:
     from pathlib import Path
 
+    from medseg.config import Config
+    from medseg.data.source import DataSource
     from medseg.inference.predictor import Predictor
 
 __version__ = "0.1.0"
@@ -57,26 +59,25 @@ def load(path: "str | Path", *, precision: str = "auto", device: "str | None" = 
                           overrides=overrides)
 
 
-def train(data: "str | Path | None", out: "str | Path", *, preset: "str | None" = None,
-          config_file: "str | Path | None" = None, overrides: "list[str] | dict | None" = None,
-          time_budget: "float | None" = None, epochs: "int | None" = None, images: "str | Path | None" = None,
-          masks: "str | Path | None" = None, manifest: "str | Path | None" = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> _Path:
+def train(data: "DataSource | str | Path | None", out: "str | Path", *, config: "Config | str | Path | None" = None,
+          overrides: "list[str] | dict | None" = None, time_budget: "float | None" = None,
+          epochs: "int | None" = None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> _Path:
     """Train a segmentation model on a data folder into the run folder ``out``.
 
     Args:
         data: a data folder (``images/`` + ``masks/``, ISIC folders, ``manifest.csv``; see
-            ``medseg data check``), or None with ``images`` + ``masks`` or ``manifest``.
+            ``medseg data check``), or a :class:`~medseg.data.source.DataSource` (two folders, a manifest).
         out: the run folder; it receives ``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``,
             ``curves.png``, ``splits.csv``, ``data_report.txt`` and ``data_source.json``. It is created
             only once the configuration and the data have been checked.
-        preset: a named configuration (``medseg presets``); ``default`` when neither a preset nor a
-            ``config_file`` is given.
-        config_file: a YAML file over the preset.
-        overrides: ``["optim.lr=3e-4", ...]`` (or a nested dict) over both.
+        config: a preset name (``medseg presets``; default ``default``), a YAML file (a Path, or a str
+            ending in ``.yaml``: a run's ``config.yaml``, a hand-written file, or the output of
+            ``medseg plan``), or a :class:`~medseg.config.Config`.
+        overrides: ``["optim.lr=3e-4", ...]`` (or a nested dict) over it.
         time_budget: minutes; training stops cleanly at the budget and keeps the best model.
         epochs: maximum number of epochs (the default config: 100, with early stopping).
-        resume: continue the run in ``out`` from its ``last.pt``; ``overwrite``: replace it.
+        resume: continue the run in ``out`` from its ``last.pt`` (with its own config and ``overrides``);
+            ``overwrite``: replace it.
         progress: show progress bars.
 
     Returns:
@@ -90,32 +91,27 @@ def train(data: "str | Path | None", out: "str | Path", *, preset: "str | None" 
     Example::
 
         run = medseg.train("data/isic", "runs/isic", time_budget=20, overrides=["model.encoder=resnet18"])
+        from medseg.data.source import DataSource
+        source = DataSource(images="isic/Input", masks="isic/GroundTruth")
+        run = medseg.train(source, "runs/planned", config="plan.yaml")   # a `medseg plan` output
     """
+    from medseg.config import parse_overrides
     from medseg.engine.train import train as _train
 
-    over: list[str] | dict = list(overrides or []) if not isinstance(overrides, dict) else dict(overrides)
-    extra = {**({"train.epochs": epochs} if epochs is not None else {}),
-             **({"train.time_budget_min": time_budget} if time_budget is not None else {})}
-    if extra:
-        if isinstance(over, dict):
-            for key, value in extra.items():
-                section, name = key.split(".")
-                over.setdefault(section, {})[name] = value
-        else:
-            over += [f"{k}={v}" for k, v in extra.items()]
-    return _train(data, out, preset=preset, config_file=config_file, overrides=over or None, images=images,
-                  masks=masks, manifest=manifest, resume=resume, overwrite=overwrite, progress=progress)
+    over = dict(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    if extra := {k: v for k, v in (("epochs", epochs), ("time_budget_min", time_budget)) if v is not None}:
+        over["train"] = {**over.get("train", {}), **extra}
+    return _train(data, out, config=config, overrides=over, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def evaluate(run: "str | Path", data: "str | Path | None" = None, *, split: str = "val",
+def evaluate(run: "str | Path", data: "DataSource | str | Path | None" = None, *, split: str = "val",
              out: "str | Path | None" = None, overlays: "int | str" = 0, overrides: "list[str] | None" = None,
-             images: "str | Path | None" = None, masks: "str | Path | None" = None,
-             manifest: "str | Path | None" = None, progress: bool = True) -> dict:
+             progress: bool = True) -> dict:
     """Evaluate a trained run on the images of one split, at each image's original size.
 
     Args:
         run: a run folder or checkpoint (or exported ``.onnx``).
-        data: the data folder (or ``images`` + ``masks``, or ``manifest``); default: the data the run
+        data: the data folder or a :class:`~medseg.data.source.DataSource`; default: the data the run
             was trained on (``RUN/data_source.json``).
         split: ``val`` (default), ``test``, ``train`` or ``all``.
         out: the results folder (default ``RUN/eval_<split>``): ``per_image.csv`` and ``summary.json``.
@@ -138,8 +134,7 @@ def evaluate(run: "str | Path", data: "str | Path | None" = None, *, split: str 
     """
     from medseg.evaluation import evaluate as _evaluate
 
-    return _evaluate(run, data, split=split, out=out, overlays=overlays, overrides=overrides, images=images,
-                     masks=masks, manifest=manifest, progress=progress)
+    return _evaluate(run, data, split=split, out=out, overlays=overlays, overrides=overrides, progress=progress)
 
 
 def __dir__() -> list[str]:

@@ -21,7 +21,8 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from medseg.cli_style import MedsegGroup  # noqa: E402
+from medseg.cli_style import MedsegGroup, data_source  # noqa: E402
+from medseg.data.source import DataSource  # noqa: E402
 from medseg.errors import MedsegError  # noqa: E402
 
 app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to a trained model.\n\n"
@@ -39,11 +40,6 @@ app.add_typer(convert_app, name="convert")
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
-ImagesOpt = Annotated[Path | None, typer.Option("--images", metavar="FOLDER", help="folder of images (with --masks), "
-                                                   "for any two folders such as ISIC's official ones")]
-MasksOpt = Annotated[Path | None, typer.Option("--masks", metavar="FOLDER", help="folder of masks (with --images)")]
-ManifestOpt = Annotated[Path | None, typer.Option("--manifest", metavar="CSV", help="CSV with columns "
-                                                     "image,mask[,split]; paths relative to the CSV")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config value, "
                                                    "e.g. --set infer.tta=true (repeatable)")]
 ThresholdOpt = Annotated[float | None, typer.Option(metavar="P", help="probability threshold [default: the run's, "
@@ -87,12 +83,9 @@ def _metrics_table(summary: dict, title: str) -> Table:
 
 # --------------------------------------------------------------------------------------------- data
 @data_app.command("check")
+@data_source("dataset folder (images/ + masks/, ISIC, manifest.csv)")
 def data_check(
-    data: Annotated[Path | None, typer.Argument(help="dataset folder (images/ + masks/, ISIC, manifest.csv)",
-                                                show_default=False)] = None,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
+    source: DataSource,
     classes: Annotated[int, typer.Option(help="number of classes: 1 checks binary masks, K > 1 label maps "
                                          "0..K-1 (or colours with --palette)")] = 1,
     palette: Annotated[str | None, typer.Option(help="colour-coded masks: one R,G,B per class separated by ';', "
@@ -110,7 +103,6 @@ def data_check(
       medseg data check data/drive/manifest.csv
     """
     from medseg.data.check import check_pairs
-    from medseg.data.layouts import find_pairs
     from medseg.data.readers import TargetSpec
 
     colours = None
@@ -120,8 +112,7 @@ def data_check(
         except ValueError:
             raise MedsegError(f"--palette expects R,G,B triples separated by ';', got {palette!r}") from None
         classes = max(classes, len(colours))
-    index = find_pairs(data, images=images, masks=masks, manifest=manifest)
-    report = check_pairs(index, progress=True, target=TargetSpec(classes, colours))
+    report = check_pairs(source.find(), progress=True, target=TargetSpec(classes, colours))
     for line in report.summary_lines():
         console.print(line, markup=False)
     if not report.ok:
@@ -129,12 +120,9 @@ def data_check(
 
 
 @data_app.command("fingerprint")
+@data_source("dataset folder (as for `data check`)")
 def data_fingerprint(
-    data: Annotated[Path | None, typer.Argument(metavar="DATA", help="dataset folder (as for `data check`)")]
-    = None,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
+    source: DataSource,
     out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE",
                                              help="also write the fingerprint as JSON here")] = None,
     max_images: Annotated[int, typer.Option(metavar="N", help="sample at most N images (seeded)")] = 400,
@@ -153,12 +141,11 @@ def data_fingerprint(
     """
     import json
 
-    from medseg.data.layouts import find_pairs
     from medseg.io.files import write_text_atomic
     from medseg.plan.fingerprint import compute_fingerprint
 
-    index = find_pairs(data, images=images, masks=masks, manifest=manifest)
-    fingerprint = compute_fingerprint(index.pairs, max_images=max_images, invert_masks=invert_masks, progress=True)
+    fingerprint = compute_fingerprint(source.find().pairs, max_images=max_images, invert_masks=invert_masks,
+                                      progress=True)
     for line in fingerprint.summary_lines():
         console.print(line, markup=False)
     if out is not None:
@@ -232,9 +219,9 @@ def convert_labels(
 
 # -------------------------------------------------------------------------------------------- train
 @app.command()
+@data_source("dataset folder (see `medseg data check`)")
 def train(
-    data: Annotated[Path | None, typer.Argument(help="dataset folder (see `medseg data check`)",
-                                                show_default=False)] = None,
+    source: DataSource,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="RUN", help="run folder for checkpoints, config, "
                                       "metrics")] = Path("runs/train"),
     preset: Annotated[str | None, typer.Option(help="named configuration (`medseg presets` lists them) "
@@ -258,9 +245,6 @@ def train(
                                              "or machine per fold)")] = None,
     group_by: Annotated[str | None, typer.Option(metavar="COLUMN", help="with --folds: manifest column whose "
                                                  "cases stay in one fold (patient id)")] = None,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
 ) -> None:
     """Train a segmentation model; writes best.pt, last.pt, config.yaml, metrics.csv and curves.png.
 
@@ -290,30 +274,29 @@ def train(
         overrides.append(f"train.epochs={epochs}")
     if time_budget is not None:
         overrides.append(f"train.time_budget_min={time_budget}")
-    if preset is None and config is None and not resume:
-        preset = "default"
+    from medseg.config import build_config
+
+    settings = build_config(preset, config) if preset and config else config or preset  # --config over --preset
     if folds is not None or fold is not None or group_by is not None:
         from medseg.engine.cv import train_cv
 
         if folds is None:
             raise MedsegError("--fold and --group-by go with --folds K")
-        run = train_cv(data, out, folds=folds, fold=fold, group_by=group_by, preset=preset, config_file=config,
-                       overrides=overrides, resume=resume, overwrite=overwrite, images=images, masks=masks,
-                       manifest=manifest)
+        run = train_cv(source, out, folds=folds, fold=fold, group_by=group_by, config=settings, overrides=overrides,
+                       resume=resume, overwrite=overwrite)
         console.print(f"cross-validation run: {run} (fold_*/, cv_summary.json, eval_oof/)")
         return
-    run = run_train(data, out, preset=preset, config_file=config, overrides=overrides, resume=resume,
-                    overwrite=overwrite, images=images, masks=masks, manifest=manifest)
+    run = run_train(source, out, config=settings, overrides=overrides, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
         console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
 
 
 # ----------------------------------------------------------------------------------------- evaluate
 @app.command()
+@data_source("dataset folder with masks [default: the data the run was trained on]")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
-    data: Annotated[Path | None, typer.Argument(help="dataset folder with masks [default: the data the run was "
-                                                "trained on]", show_default=False)] = None,
+    source: DataSource,
     split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
     out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FOLDER", help="output folder [default: "
                                              "RUN/eval_SPLIT]", show_default=False)] = None,
@@ -331,9 +314,6 @@ def evaluate(
     qc: Annotated[bool, typer.Option("--qc", help="TTA on: score each image's failure flag and calibrate its "
                                      "threshold (OUT/qc.json)")] = False,
     resamples: Annotated[int, typer.Option(metavar="N", help="bootstrap resamples for the 95% intervals")] = 2000,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
     overlays_old: Annotated[int | None, typer.Option("--overlays", hidden=True,
                                                      help="deprecated: --overlay --worst N")] = None,
 ) -> None:
@@ -361,10 +341,9 @@ def evaluate(
     if worst is not None and worst < 1:
         raise MedsegError(f"--worst must be at least 1, not {worst}")
     overlays = worst or ("all" if overlay else 0)
-    summary = run_eval(run, data, split=split, out=out, overlays=overlays, images=images, masks=masks,
-                       manifest=manifest, overrides=_inference_overrides(set_, threshold),
-                       spacing=_parse_spacing(spacing), tolerance_px=tolerance_px, tolerance_mm=tolerance_mm,
-                       qc=qc, n_resamples=resamples)
+    summary = run_eval(run, source, split=split, out=out, overlays=overlays,
+                       overrides=_inference_overrides(set_, threshold), spacing=_parse_spacing(spacing),
+                       tolerance_px=tolerance_px, tolerance_mm=tolerance_mm, qc=qc, n_resamples=resamples)
     console.print(_metrics_table(summary, f"{run} on {split} ({summary['n_images']} images)"))
 
 
@@ -383,17 +362,15 @@ def _parse_spacing(text: str | None) -> tuple[float, float] | None:
 
 
 @app.command()
+@data_source("dataset folder with masks")
 def compare(
     a: Annotated[Path, typer.Argument(metavar="A", help="run folder, checkpoint, .onnx, or a folder of predicted "
                                       "masks (<image stem>.png)")],
     b: Annotated[Path, typer.Argument(metavar="B", help="the same kinds as A")],
-    data: Annotated[Path | None, typer.Argument(help="dataset folder with masks", show_default=False)] = None,
+    source: DataSource,
     split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="folder for compare.json and "
                                       "paired.csv")] = Path("compare"),
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
 ) -> None:
     """Paired comparison of two models on the same images: Dice, IoU and HD95 per image, the mean
     difference B - A with a bootstrap 95% interval, and the Wilcoxon signed-rank test.
@@ -406,16 +383,16 @@ def compare(
     from medseg.evaluation.compare import compare as run_compare
     from medseg.evaluation.tables import comparison_lines
 
-    result = run_compare(a, b, data, split=split, out=out, images=images, masks=masks, manifest=manifest)
+    result = run_compare(a, b, source, split=split, out=out)
     for line in comparison_lines(result):
         console.print(line, markup=False)
 
 
 @app.command()
+@data_source("dataset folder: evaluate now [default: use RUN/eval_SPLIT]")
 def report(
     run: Annotated[Path, typer.Argument(help="run folder (a cross-validation run too)")],
-    data: Annotated[Path | None, typer.Argument(help="dataset folder: evaluate now [default: use "
-                                                "RUN/eval_SPLIT]", show_default=False)] = None,
+    source: DataSource,
     split: Annotated[str, typer.Option(help="val, test, train, all (oof: a CV run's out-of-fold)")] = "val",
     out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE", help="the HTML file [default: "
                                              "RUN/report.html]", show_default=False)] = None,
@@ -434,7 +411,7 @@ def report(
     """
     from medseg.evaluation.report import write_report
 
-    path = write_report(run, data, split=split, out=out, qc=qc, worst=worst, overrides=set_)
+    path = write_report(run, source, split=split, out=out, qc=qc, worst=worst, overrides=set_)
     console.print(f"wrote {path}", markup=False)
 
 
@@ -539,12 +516,11 @@ def _cuda() -> bool:
 
 # ----------------------------------------------------------------------------- export / post-process
 @app.command()
+@data_source("the run's data folder: validation images for the parity check, training images for int8 calibration")
 def export(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="the .onnx file to write")],
-    data: Annotated[Path | None, typer.Argument(help="the run's data folder: validation images for the parity "
-                                                "check, training images for int8 calibration",
-                                                show_default=False)] = None,
+    source: DataSource,
     format: Annotated[str, typer.Option("--format", help="export format (onnx)")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="static int8 quantisation calibrated on training images; "
                                        "refused when validation Dice drops by more than 0.005 (needs DATA)")]
@@ -552,9 +528,6 @@ def export(
     tta: Annotated[bool, typer.Option("--tta", help="bake flip test-time augmentation into the graph")] = False,
     calibration: Annotated[int, typer.Option(metavar="N", help="number of training images for int8 "
                                              "calibration")] = 64,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
     data_old: Annotated[Path | None, typer.Option("--data", hidden=True, help="deprecated: DATA")] = None,
 ) -> None:
     """Export one ONNX graph (normalisation, network, optional flip TTA, sigmoid) checked against PyTorch.
@@ -572,12 +545,11 @@ def export(
     from medseg.export import export_onnx
     from medseg.io.outputs import check_not_input
 
-    data = data or data_old
+    source = source or DataSource(data_old)
     check_not_input(out, [run], what="export file")
     if format != "onnx":
         raise MedsegError(f"--format {format!r} is not supported; use --format onnx")
-    report = export_onnx(run, out, tta=tta, int8=int8, data=data, images=images, masks=masks, manifest=manifest,
-                         calibration=calibration)
+    report = export_onnx(run, out, tta=tta, int8=int8, data=source, calibration=calibration)
     p = report.parity
     flips = f", flip TTA {'/'.join(report.tta_flips)}" if report.tta_flips else ""
     console.print(f"wrote {report.path} ({report.precision}{flips}) in {report.seconds:.0f} s", markup=False)
@@ -591,15 +563,12 @@ def export(
 
 
 @app.command("tune-postprocess")
+@data_source("the run's data folder, with masks [default: the data the run was trained on]")
 def tune_postprocess(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint (the choice is stored in it)")],
-    data: Annotated[Path | None, typer.Argument(help="the run's data folder, with masks [default: the data the "
-                                                "run was trained on]", show_default=False)] = None,
+    source: DataSource,
     split: Annotated[str, typer.Option(help="split to tune on (val, or test/train/all)")] = "val",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report without storing the choice")] = False,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
 ) -> None:
     """Tune threshold, largest component, hole filling and small-object removal on validation Dice.
 
@@ -611,11 +580,9 @@ def tune_postprocess(
       medseg tune-postprocess runs/isic data/isic
       medseg tune-postprocess runs/isic data/isic --dry-run
     """
-    from medseg.data.prepare import data_or_recorded
     from medseg.inference.tuning import tune_postprocess as run_tuning
 
-    given = data_or_recorded(run, data, images, masks, manifest)
-    result = run_tuning(run, given.pop("data"), split=split, **given, store=not dry_run)
+    result = run_tuning(run, source, split=split, store=not dry_run)
     table = Table(title=f"post-processing on {split} ({result['n_images']} images)")
     for col in ("step", "setting", "Dice", "kept"):
         table.add_column(col)

@@ -7,6 +7,7 @@
   ``<path>`` or ``<list[str]>``.
 - ``--debug`` and ``--version`` are global but accepted anywhere on the line (``medseg train DATA
   --debug``): they are moved before the command name before parsing.
+- Where the data is, parsed one way by every command that reads a dataset: :func:`data_source`.
 
 Applied by :class:`MedsegGroup`, the class of the top-level Typer app, to the whole command tree
 when it is built, so commands added later get the same treatment.
@@ -14,9 +15,16 @@ when it is built, so commands added later get the same treatment.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
+
+from medseg.data.source import DataSource
 
 GLOBAL_FLAGS = ("--debug", "--version")
 HELP_WIDTH = 100
@@ -63,6 +71,37 @@ def plain_metavars(command: Any) -> None:
                 param.metavar = (param.name or "value").strip("_").upper()
     for sub in getattr(command, "commands", {}).values():
         plain_metavars(sub)
+
+
+_DATA_OPTIONS = {
+    "images": Annotated[Path | None, typer.Option("--images", metavar="FOLDER", help="folder of images (with "
+                                                  "--masks), for any two folders such as ISIC's official ones")],
+    "masks": Annotated[Path | None, typer.Option("--masks", metavar="FOLDER", help="folder of masks (with --images)")],
+    "manifest": Annotated[Path | None, typer.Option("--manifest", metavar="CSV", help="CSV with columns "
+                                                    "image,mask[,split]; paths relative to the CSV")],
+}
+
+
+def data_source(help: str) -> Callable[[Callable], Callable]:
+    """Decorate a command with a ``source: DataSource`` parameter: the user gives it as a positional DATA
+    argument (``help`` is its help text) and the options --images, --masks and --manifest, added at the end."""
+
+    def decorate(command: Callable) -> Callable:
+        params = [p.replace(name="data", default=None, annotation=Annotated[Path | None, typer.Argument(
+                      help=help, show_default=False)]) if p.name == "source" else p
+                  for p in inspect.signature(command, eval_str=True).parameters.values()]
+        params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+                   for k, a in _DATA_OPTIONS.items()]
+
+        @functools.wraps(command)
+        def run(*args, data=None, images=None, masks=None, manifest=None, **kwargs):
+            return command(*args, source=DataSource(data, images, masks, manifest), **kwargs)
+
+        run.__signature__ = inspect.Signature(params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
 
 
 class MedsegGroup(TyperGroup):

@@ -403,6 +403,22 @@ def build_config(
         raise ConfigError(f"{err} (settings from config file {file}{also})") from None
 
 
+def resolve_config(config: Config | str | Path | None = None,
+                   overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """The one configuration argument of :func:`medseg.train`, with ``overrides`` (``--set``) over it.
+
+    ``config`` is a :class:`Config`, a YAML file (a :class:`~pathlib.Path`, or a ``str`` ending in ``.yaml``
+    or ``.yml``: a saved ``config.yaml``, a hand-written file or a ``medseg plan`` output, over the defaults),
+    or a preset name (``medseg presets``); None means the ``default`` preset. Raises ConfigError for an
+    unknown preset or key, an invalid value, or a file that does not exist.
+    """
+    if isinstance(config, Config):
+        return build_config(base=config.model_dump(mode="json"), overrides=overrides) if overrides else config
+    if isinstance(config, Path) or str(config).lower().endswith((".yaml", ".yml")):
+        return build_config(file=config, overrides=overrides)
+    return build_config(preset=config or "default", overrides=overrides)
+
+
 def validate(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medseg.config import build_config
 from medseg.io.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,7 @@ def run_demo(out: str | Path = "runs/demo", *, minutes: float | None = None, n_t
     over = list(overrides or [])
     if minutes is not None:
         over.append(f"train.time_budget_min={minutes}")
-    cfg = build_config("demo", overrides=over)
-    run = train(data, out / "run", config=cfg, overwrite=True, progress=progress)
+    run = train(data, out / "run", config="demo", overrides=over, overwrite=True, progress=progress)
     predictor = Predictor.load(run)
     summary = evaluate(run, data, split="test", out=out / "eval_test", overlays=8, progress=progress,
                        predictor=predictor)

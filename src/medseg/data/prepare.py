@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data.check import CheckReport, check_pairs
-from medseg.data.layouts import Pair, find_pairs
+from medseg.data.layouts import Pair
 from medseg.data.readers import TargetSpec
+from medseg.data.source import DataSource
 from medseg.data.splits import SPLITS, apply_splits, assign_splits, load_splits, save_splits
 from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
-DATA_SOURCE_FILE = "data_source.json"
 
 
 @dataclass
@@ -25,16 +25,16 @@ class PreparedData:
     source: str  # where the split came from
 
 
-def discover_and_check(data: str | Path | None, *, images=None, masks=None, manifest=None,
-                       progress: bool = False, target: TargetSpec | None = None) -> CheckReport:
-    """Find pairs in ``data`` (or two folders / a manifest), open every file, report problems."""
-    index = find_pairs(Path(data) if data else None, images=images and Path(images),
-                       masks=masks and Path(masks), manifest=manifest and Path(manifest))
+def discover_and_check(data: DataSource | str | Path | None, *, progress: bool = False,
+                       target: TargetSpec | None = None) -> CheckReport:
+    """Find the pairs of ``data`` (a :class:`DataSource`, or a data folder), open every file, report problems."""
+    source = DataSource.of(data)
+    index = source.find()
     report = check_pairs(index, progress=progress, target=target)
     for problem in report.problems:
         (log.warning if problem.fatal else log.info)("%s", problem.message)
     if not report.good:
-        raise DataError(f"no usable image/mask pairs in {data or images}: all {len(index.pairs)} pairs have "
+        raise DataError(f"no usable image/mask pairs in {source}: all {len(index.pairs)} pairs have "
                         "problems (run `medseg data check` for the list)")
     return report
 
@@ -93,40 +93,3 @@ def pairs_for_split(report: CheckReport, split: str, run_dir: Path | None) -> li
         raise DataError(f"no images in split {split!r}; splits present: "
                         f"{sorted({p.split for p in pairs if p.split})}")
     return chosen
-
-
-def record_data_source(run_dir: Path, **paths) -> None:
-    """Write the data arguments of a training run (absolute paths) to ``RUN/data_source.json``."""
-    import json
-
-    from medseg.io.files import write_text_atomic
-
-    absolute = {k: str(Path(v).resolve()) for k, v in paths.items() if v is not None}
-    write_text_atomic(run_dir / DATA_SOURCE_FILE, json.dumps(absolute, indent=2) + "\n")
-
-
-def recorded_data_source(run_dir: Path) -> dict[str, str]:
-    """The data arguments recorded by :func:`record_data_source` (``{}`` when the run has none)."""
-    import json
-
-    path = run_dir / DATA_SOURCE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str)}
-    except (ValueError, AttributeError):
-        return {}
-
-
-def data_or_recorded(run: str | Path, data=None, images=None, masks=None, manifest=None) -> dict:
-    """The data arguments given, or (none given) those recorded in the run folder; DataError when neither."""
-    if data is not None or images is not None or manifest is not None:
-        return {"data": data, "images": images, "masks": masks, "manifest": manifest}
-    run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
-    recorded = recorded_data_source(run_dir)
-    if not recorded:
-        raise DataError(f"no data given and {run_dir} records none (runs from older versions); pass the data "
-                        "folder as DATA")
-    log.info("using the data the run was trained on: %s", recorded.get("data") or recorded.get("images")
-             or recorded.get("manifest"))
-    return {k: recorded.get(k) for k in ("data", "images", "masks", "manifest")}

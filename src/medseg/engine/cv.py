@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from medseg.config import Config
 from medseg.data.folds import assign_folds
 from medseg.data.prepare import discover_and_check
 from medseg.data.readers import TargetSpec, read_pair_target
+from medseg.data.source import DataSource
 from medseg.engine.checkpoint import BEST, LAST
 from medseg.errors import DataError
 from medseg.io.files import write_text_atomic
@@ -57,23 +59,23 @@ def make_plan(report, k: int, group_by: str | None, seed: int, target: TargetSpe
             "stratified_by": "foreground fraction of the mask"}
 
 
-def train_cv(data, out: str | Path, *, folds: int, fold: int | None = None, group_by: str | None = None,
-             seed: int = 0, overwrite: bool = False, resume: bool = False, progress: bool = True,
-             summarise: bool = True, **train_kw) -> Path:
-    """Train fold ``fold`` (or every fold) of a K-fold CV into ``out``; folds already trained are kept
-    unless ``overwrite``/``resume``. Then, with ``summarise``, gather the folds that exist (:func:`summarise`)."""
-    from medseg.config import build_config
+def train_cv(data: DataSource | str | Path | None, out: str | Path, *, folds: int, fold: int | None = None,
+             group_by: str | None = None, seed: int = 0, config: Config | str | Path | None = None,
+             overrides: list[str] | dict[str, Any] | None = None, overwrite: bool = False, resume: bool = False,
+             progress: bool = True, summarise: bool = True) -> Path:
+    """Train fold ``fold`` (or every fold) of a K-fold CV into ``out``, each an ordinary run with ``config``
+    and ``overrides`` (as :func:`medseg.engine.train.train`); folds already trained are kept unless
+    ``overwrite``/``resume``. Then, with ``summarise``, gather the folds that exist (:func:`summarise_cv`)."""
+    from medseg.config import resolve_config
     from medseg.engine.train import train
 
-    out = Path(out)
-    data_kw = {k: train_kw.pop(k) for k in ("images", "masks", "manifest") if k in train_kw}
+    out, data = Path(out), DataSource.of(data)
     plan = read_plan(out)
     if plan is not None and plan["folds"] != folds:
         raise DataError(f"{out / PLAN} plans {plan['folds']} folds, not {folds}; use its K or another --out")
     if plan is None:
-        preset, config_file = train_kw.get("preset"), train_kw.get("config_file")
-        cfg = build_config(preset or ("default" if not config_file else None), config_file, train_kw.get("overrides"))
-        report = discover_and_check(data, progress=False, target=TargetSpec.from_config(cfg), **data_kw)
+        cfg = resolve_config(config, overrides)
+        report = discover_and_check(data, progress=False, target=TargetSpec.from_config(cfg))
         plan = make_plan(report, folds, group_by, seed, TargetSpec.from_config(cfg))
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / PLAN, json.dumps(plan, indent=2) + "\n")
@@ -87,14 +89,14 @@ def train_cv(data, out: str | Path, *, folds: int, fold: int | None = None, grou
         assignment = {c: "val" if f == i else "train" for c, f in plan["assignment"].items()}
         log.info("fold %d/%d: %d training, %d validation images", i + 1, folds,
                  sum(v == "train" for v in assignment.values()), sum(v == "val" for v in assignment.values()))
-        train(data, target, overwrite=overwrite, resume=resume, progress=progress, assignment=assignment,
-              **data_kw, **train_kw)
+        train(data, target, config=config, overrides=overrides, overwrite=overwrite, resume=resume,
+              progress=progress, assignment=assignment)
     if summarise:
-        summarise_cv(out, data, progress=progress, **data_kw)
+        summarise_cv(out, data, progress=progress)
     return out
 
 
-def summarise_cv(run: str | Path, data, *, progress: bool = True, **data_kw) -> dict[str, Any]:
+def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progress: bool = True) -> dict[str, Any]:
     """Pool the out-of-fold predictions of every trained fold: choose post-processing on them (binary
     runs), score them with 95 % intervals (``eval_oof/``), and write ``cv_summary.json``."""
     from medseg.evaluation.evaluate import iter_pair_predictions, read_roi, score_image, surface_extra
@@ -110,7 +112,7 @@ def summarise_cv(run: str | Path, data, *, progress: bool = True, **data_kw) -> 
     plan = read_plan(run)
     if plan is None:
         raise DataError(f"{run} is not a cross-validation run (no {PLAN})")
-    report = discover_and_check(data, progress=False, **data_kw)
+    report = discover_and_check(data, progress=False)
     by_id = {p.case_id: p for p in report.good}
     done = [i for i in range(plan["folds"]) if (fold_dir(run, i) / BEST).is_file()]
     if not done:
@@ -145,7 +147,7 @@ def summarise_cv(run: str | Path, data, *, progress: bool = True, **data_kw) -> 
     scores = pooled_scores(np.stack(hists))
     summary["ci95"].update(scores.pop("ci95", {}))
     summary.update(scores, split="oof", checkpoint=f"{len(done)} folds of {run}", threshold=choice.threshold,
-                   data=str(data), tta=False)
+                   data=str(DataSource.of(data)), tta=False)
     write_per_image_csv(run / "eval_oof" / "per_image.csv",
                         [r | {"fold": f} for r, f in zip(rows, fold_of, strict=True)])
     write_summary_json(run / "eval_oof" / "summary.json", summary)

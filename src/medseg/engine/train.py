@@ -23,10 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from medseg.config import Config, build_config, save_config
+from medseg.config import Config, build_config, resolve_config, save_config
 from medseg.data.dataset import SegmentationDataset, class_balanced_weights, class_pixel_counts
-from medseg.data.prepare import discover_and_check, record_data_source, split_for_training
+from medseg.data.prepare import discover_and_check, split_for_training
 from medseg.data.readers import TargetSpec
+from medseg.data.source import DataSource
 from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
@@ -120,23 +121,20 @@ def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: 
 
 
 def train(
-    data: str | Path | None,
+    data: DataSource | str | Path | None,
     out: str | Path,
     *,
-    preset: str | None = None,
-    config_file: str | Path | None = None,
+    config: Config | str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
-    config: Config | None = None,
-    images: str | Path | None = None,
-    masks: str | Path | None = None,
-    manifest: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     assignment: dict[str, str] | None = None,
 ) -> Path:
-    """Train a model on ``data`` into the run folder ``out``; returns ``out``.
+    """Train a model on ``data`` (a :class:`DataSource` or a data folder) into the run folder ``out``; returns ``out``.
 
+    ``config`` is a Config, a preset name or a YAML file (:func:`~medseg.config.resolve_config`), with
+    ``overrides`` over it; on ``resume`` the run's own config is used instead, with ``overrides`` over it.
     ``assignment`` (case id -> train/val) fixes the split, as a cross-validation fold does.
 
     An existing run in ``out`` is continued with ``resume``, replaced with ``overwrite``, and otherwise
@@ -150,16 +148,15 @@ def train(
         logging.getLogger("medseg").setLevel(logging.WARNING)
         progress = False
     try:
-        return _train(ctx, data, Path(out), preset=preset, config_file=config_file, overrides=overrides,
-                      config=config, images=images, masks=masks, manifest=manifest, resume=resume,
+        return _train(ctx, DataSource.of(data), Path(out), config=config, overrides=overrides, resume=resume,
                       overwrite=overwrite, progress=progress, assignment=assignment)
     finally:
         ctx.restore_sigterm()
         shutdown(ctx)
 
 
-def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides, config, images, masks, manifest,
-           resume: bool, overwrite: bool, progress: bool, assignment: dict[str, str] | None) -> Path:
+def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides, resume: bool, overwrite: bool,
+           progress: bool, assignment: dict[str, str] | None) -> Path:
     main = ctx.is_main
     resume_state = None
     if not resume and (out / LAST).exists() and not overwrite:
@@ -171,7 +168,7 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
         resume_state = load_checkpoint(out / LAST)
         cfg = build_config(base=resume_state["config"], overrides=overrides)
     else:
-        cfg = config or build_config(preset or ("default" if not config_file else None), config_file, overrides)
+        cfg = resolve_config(config, overrides)
     set_threads(cfg.train.threads or (cpu_threads_per_process(ctx) if ctx.enabled else None))
     seed_everything(cfg.train.seed)
     # every name (architecture, encoder, options) is checked here, before any data is read
@@ -179,8 +176,7 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
 
     # ---- data: find, check, split, cache (every rank alike); the run folder is made only once the data is
     # usable, and only global rank 0 writes into it
-    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=progress,
-                                target=TargetSpec.from_config(cfg))
+    report = discover_and_check(source, progress=progress, target=TargetSpec.from_config(cfg))
     if main:
         if overwrite and not resume:
             for name in (LAST, BEST, "metrics.csv", "curves.png", "splits.csv", "config.yaml"):
@@ -188,7 +184,7 @@ def _train(ctx: DistContext, data, out: Path, *, preset, config_file, overrides,
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)  # left by a process killed while writing
         write_text_atomic(out / "data_report.txt", "\n".join(report.summary_lines()) + "\n")
-        record_data_source(out, data=data, images=images, masks=masks, manifest=manifest)
+        source.record(out)
     if report.n_fatal:
         log.warning("training on %d pairs, skipping %d with errors (listed above and in %s)", len(report.good),
                     report.n_fatal, out / "data_report.txt")

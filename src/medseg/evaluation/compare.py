@@ -19,6 +19,7 @@ import numpy as np
 from medseg.data.layouts import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
 from medseg.data.readers import TargetSpec, read_pair_target
+from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
 from medseg.evaluation.stats import paired_comparison
 from medseg.io.images import read_mask
@@ -65,28 +66,29 @@ def score_folder(folder: Path, pairs: list[Pair], spec: TargetSpec, *, tolerance
     return rows
 
 
-def _rows(source: Path, data, split: str, out: Path, name: str, **data_kw) -> list[dict[str, Any]]:
+def _rows(source: Path, data, split: str, out: Path, name: str) -> list[dict[str, Any]]:
     if is_prediction_folder(source):
-        report = discover_and_check(data, progress=False, **data_kw)
+        report = discover_and_check(data, progress=False)
         pairs = pairs_for_split(report, split, None)
         rows = score_folder(source, pairs, TargetSpec())
         write_per_image_csv(out / name / "per_image.csv", rows)
         return rows
     from medseg.evaluation.evaluate import evaluate
 
-    evaluate(source, data, split=split, out=out / name, progress=False, **data_kw)
+    evaluate(source, data, split=split, out=out / name, progress=False)
     with open(out / name / "per_image.csv", newline="") as f:
         return [{k: (v if k == "case_id" else float(v) if v not in ("", None) else np.nan) for k, v in r.items()}
                 for r in csv.DictReader(f)]
 
 
-def compare(a: str | Path, b: str | Path, data: str | Path | None, *, split: str = "val",
-            out: str | Path = "compare", seed: int = 0, n_resamples: int = 2000, **data_kw) -> dict[str, Any]:
-    """Score A and B on ``split`` of ``data`` and compare them image by image; writes ``OUT/compare.json``
-    and ``OUT/paired.csv`` (per image: each metric for A, B and B - A). Returns the comparison."""
+def compare(a: str | Path, b: str | Path, data: DataSource | str | Path | None, *, split: str = "val",
+            out: str | Path = "compare", seed: int = 0, n_resamples: int = 2000) -> dict[str, Any]:
+    """Score A and B on ``split`` of ``data`` (a DataSource or a data folder) and compare them image by image;
+    writes ``OUT/compare.json`` and ``OUT/paired.csv`` (per image: each metric for A, B and B - A). Returns the
+    comparison."""
     a, b, out = Path(a), Path(b), Path(out)
-    rows_a = {r["case_id"]: r for r in _rows(a, data, split, out, "A", **data_kw)}
-    rows_b = {r["case_id"]: r for r in _rows(b, data, split, out, "B", **data_kw)}
+    rows_a = {r["case_id"]: r for r in _rows(a, data, split, out, "A")}
+    rows_b = {r["case_id"]: r for r in _rows(b, data, split, out, "B")}
     common = sorted(set(rows_a) & set(rows_b))
     if not common:
         raise MedsegError(f"{a} and {b} have no scored image in common on split {split!r}")

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from medseg.config import label_names
 from medseg.data.layouts import Pair
-from medseg.data.prepare import data_or_recorded, discover_and_check, pairs_for_split
+from medseg.data.prepare import discover_and_check, pairs_for_split
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
+from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
 from medseg.evaluation.intervals import add_intervals
 from medseg.evaluation.surface import SURFACE_NAMES, surface_metrics
@@ -140,13 +141,10 @@ def surface_extra(spacing, tol_px: float = 2.0, tol_mm: float = 1.0, with_mm: bo
 
 def evaluate(
     run: str | Path,
-    data: str | Path | None = None,
+    data: DataSource | str | Path | None = None,
     *,
     split: str = "val",
     out: str | Path | None = None,
-    images: str | Path | None = None,
-    masks: str | Path | None = None,
-    manifest: str | Path | None = None,
     overlays: int | Literal["all"] = 0,
     overrides: list[str] | dict[str, Any] | None = None,
     progress: bool = True,
@@ -161,8 +159,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict every image of ``split`` and compare with its mask; writes per_image.csv and summary.json.
 
-    ``data`` (or ``images`` + ``masks``, or ``manifest``) defaults to the data the run was trained on
-    (recorded in ``RUN/data_source.json``). ``split`` is train, val, test or all; a data set without
+    ``data`` (a :class:`~medseg.data.source.DataSource` or a data folder) defaults to the data the run
+    was trained on (recorded in ``RUN/data_source.json``). ``split`` is train, val, test or all; a data set without
     its own split uses the run's ``splits.csv``. Masks are read as the run was trained
     (``data.invert_masks``, ``data.palette``, label maps for ``model.classes`` > 1); multi-class runs
     get per-class metrics and their macro means (:class:`~medseg.metrics.MulticlassAccumulator`). A
@@ -190,10 +188,9 @@ def evaluate(
         raise MedsegError("the failure flag (--qc) needs test-time augmentation with at least two members; "
                           "set infer.tta_flips or infer.tta_scales")
     run_dir = run if run.is_dir() else run.parent
-    given = data_or_recorded(run, data, images, masks, manifest)
-    data, images, masks, manifest = (given[k] for k in ("data", "images", "masks", "manifest"))
+    source = DataSource.of(data).or_recorded(run)
     out = Path(out) if out else run_dir / f"eval_{split}"
-    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
+    report = discover_and_check(source, progress=False)
     read = [f for p in report.index.pairs for f in (p.image, p.mask, p.roi) if f is not None]
     check_outputs([(run, out / "per_image.csv"), (run, out / "summary.json")], inputs=read, what="report")
     pairs = pairs_for_split(report, split, run if run.is_dir() else None)
@@ -265,7 +262,7 @@ def evaluate(
             row["qc_flag"] = int(row["qc_score"] >= summary["qc"]["threshold"])
         write_qc(out / "qc.json", summary["qc"])
     summary.update(split=split, threshold=predictor.threshold, checkpoint=predictor.source,
-                   data=str(data or images or manifest), tta=predictor.plan.members(predictor.backend.flips) > 1)
+                   data=str(source), tta=predictor.plan.members(predictor.backend.flips) > 1)
     write_per_image_csv(out / "per_image.csv", rows)
     write_summary_json(out / "summary.json", summary)
     for dice, case_id, image, pred, truth in worst:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.source import DataSource
 from medseg.errors import MedsegError
 from medseg.evaluation.tables import fmt, interval, metrics_rows
 from medseg.io.files import write_text_atomic
@@ -154,22 +155,24 @@ def build_html(run: Path, eval_dir: Path, worst: int = 8) -> str:
     return "\n".join(parts)
 
 
-def write_report(run: str | Path, data: str | Path | None = None, *, split: str = "val",
-                 out: str | Path | None = None, qc: bool = True, worst: int = 8, overrides: list[str] | None = None,
-                 **data_kw) -> Path:
-    """Write the HTML report of ``run`` (default ``RUN/report.html``); evaluate first when ``data`` is given
+def write_report(run: str | Path, data: DataSource | str | Path | None = None, *, split: str = "val",
+                 out: str | Path | None = None, qc: bool = True, worst: int = 8, overrides: list[str] | None = None
+                 ) -> Path:
+    """Write the HTML report of ``run`` (default ``RUN/report.html``); evaluate first when ``data`` (a
+    DataSource or a data folder) is given
     (into ``eval_SPLIT`` beside the HTML file, with ``overrides`` of the inference settings, TTA on
     when ``qc``). Returns the HTML path."""
     run = Path(run)
     out = Path(out) if out else run / "report.html"
-    eval_dir = out.parent / f"eval_{split}" if data is not None else run / f"eval_{split}"
-    if data is not None:
+    data = DataSource.of(data)
+    eval_dir = out.parent / f"eval_{split}" if data else run / f"eval_{split}"
+    if data:
         from medseg.evaluation.evaluate import evaluate
         from medseg.inference.predictor import Predictor
 
         extra = (["infer.tta=true"] if qc else []) + list(overrides or [])
         predictor = Predictor.load(run, overrides=extra or None)
-        evaluate(run, data, split=split, out=eval_dir, overlays=worst, qc=qc, predictor=predictor, **data_kw)
+        evaluate(run, data, split=split, out=eval_dir, overlays=worst, qc=qc, predictor=predictor)
     elif not (eval_dir / "summary.json").is_file():
         raise MedsegError(f"{eval_dir / 'summary.json'} does not exist: run `medseg evaluate` first or give --data")
     write_text_atomic(out, build_html(run, eval_dir, worst))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from medseg.config import Config, build_config
+from medseg.data.source import DataSource
 from medseg.errors import ExportError
 from medseg.inference.backends import (
     INPUT_NAME,
@@ -169,8 +170,7 @@ def sample_images(config: Config, data_images: list[np.ndarray] | None, n: int =
 
 
 def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bool = False,
-                data: str | Path | None = None, images: str | Path | None = None, masks: str | Path | None = None,
-                manifest: str | Path | None = None, calibration: int = 64, n_check: int = 16,
+                data: DataSource | str | Path | None = None, calibration: int = 64, n_check: int = 16,
                 max_dice_drop: float = 0.005, min_agreement: float = MIN_AGREEMENT) -> ExportReport:
     """Export ``run`` to ``out`` (.onnx), verify it against PyTorch, optionally quantise it to int8."""
     t0 = time.monotonic()
@@ -191,7 +191,7 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
     mean, std = export_cfg.data.mean_std
     module = ProbabilityModel(reference.backend.net, mean, std, activation_for(export_cfg), flips)
 
-    split_images = _data_images(run, export_cfg, data, images, masks, manifest, int8, calibration, n_check)
+    split_images = _data_images(run, export_cfg, DataSource.of(data), int8, calibration, n_check)
     check = sample_images(export_cfg, split_images.get("check"))
     with tempfile.TemporaryDirectory(prefix="medseg-export-") as tmp:
         float_path = Path(tmp) / "float.onnx"
@@ -215,8 +215,7 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
             quantize_int8(float_path, int8_path, split_images["calibration"], export_cfg.data.image_size)
             write_metadata(int8_path, metadata_for(export_cfg, flips=flips, precision="int8"))
             int8_pred = Predictor(OnnxBackend(int8_path), export_cfg, source=str(out))
-            report.int8 = guard_int8(run, data, float_pred, int8_pred, images=images, masks=masks,
-                                     manifest=manifest, max_drop=max_dice_drop)
+            report.int8 = guard_int8(run, data, float_pred, int8_pred, max_drop=max_dice_drop)
             report.int8["parity_vs_pytorch"] = asdict(compare(reference, int8_pred, check))
             report.int8["calibration_images"] = len(split_images["calibration"])
             final, precision, report.precision = int8_path, "int8", "int8"
@@ -229,10 +228,10 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
     return report
 
 
-def _data_images(run, config: Config, data, images, masks, manifest, int8: bool, calibration: int,
+def _data_images(run, config: Config, source: DataSource, int8: bool, calibration: int,
                  n_check: int) -> dict[str, list[np.ndarray]]:
     """Validation images for the parity check and training images for int8 calibration, when data is given."""
-    if data is None and images is None and manifest is None:
+    if not source:
         if int8:
             raise ExportError("--int8 needs the training data (--data DIR): int8 is calibrated on training "
                               "images and checked on validation Dice")
@@ -240,7 +239,7 @@ def _data_images(run, config: Config, data, images, masks, manifest, int8: bool,
     from medseg.data.readers import read_pair_image
     from medseg.export.quantize import split_pairs
 
-    pairs = split_pairs(run, data, images=images, masks=masks, manifest=manifest)
+    pairs = split_pairs(run, source)
     window = config.data.window
     out = {"check": [read_pair_image(p, window) for p in _spread(pairs["val"], n_check)]}
     if int8:

@@ -18,6 +18,7 @@ import numpy as np
 
 from medseg.data.geometry import letterbox
 from medseg.data.layouts import Pair
+from medseg.data.source import DataSource
 from medseg.errors import ExportError
 from medseg.inference.backends import INPUT_NAME
 from medseg.inference.predictor import Predictor
@@ -28,14 +29,13 @@ log = logging.getLogger(__name__)
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "MaxPool", "Add", "Concat"]
 
 
-def split_pairs(run: str | Path, data: str | Path | None, *, images=None, masks=None, manifest=None
-                ) -> dict[str, list[Pair]]:
+def split_pairs(run: str | Path, data: DataSource | str | Path | None) -> dict[str, list[Pair]]:
     """The run's train and val pairs in ``data`` (the data's own split, else the run's splits.csv)."""
     from medseg.data.prepare import discover_and_check, pairs_for_split
 
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
-    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
+    report = discover_and_check(data, progress=False)
     return {split: pairs_for_split(report, split, run_dir) for split in ("train", "val")}
 
 
@@ -88,16 +88,15 @@ def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], si
         )
 
 
-def guard_int8(run: str | Path, data, float_pred: Predictor, int8_pred: Predictor, *, images=None, masks=None,
-               manifest=None, max_drop: float = 0.005) -> dict[str, Any]:
+def guard_int8(run: str | Path, data: DataSource | str | Path | None, float_pred: Predictor, int8_pred: Predictor,
+               *, max_drop: float = 0.005) -> dict[str, Any]:
     """Validation Dice of the float and int8 graphs; ExportError when int8 loses more than ``max_drop``."""
     from medseg.evaluation import evaluate
 
     scores = {}
     with tempfile.TemporaryDirectory(prefix="medseg-guard-") as tmp:
         for name, pred in (("float", float_pred), ("int8", int8_pred)):
-            summary = evaluate(run, data, split="val", out=Path(tmp) / name, images=images, masks=masks,
-                               manifest=manifest, progress=False, predictor=pred)
+            summary = evaluate(run, data, split="val", out=Path(tmp) / name, progress=False, predictor=pred)
             scores[name] = summary
     d_float, d_int8 = scores["float"]["dice"], scores["int8"]["dice"]
     result = {"dice_float": d_float, "dice_int8": d_int8, "dice_drop": d_float - d_int8, "max_drop": max_drop,

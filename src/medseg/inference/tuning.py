@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medseg.config import save_config, validate
+from medseg.data.source import DataSource
 from medseg.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from medseg.errors import MedsegError
 from medseg.inference.postprocess import Postprocess
@@ -126,9 +127,10 @@ def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
     return file
 
 
-def tune_postprocess(run: str | Path, data: str | Path | None, *, split: str = "val", images=None, masks=None,
-                     manifest=None, progress: bool = True, store: bool = True) -> dict[str, Any]:
-    """Search threshold and post-processing on ``split`` of ``data``; store the choice in ``run``."""
+def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = None, *, split: str = "val",
+                     progress: bool = True, store: bool = True) -> dict[str, Any]:
+    """Search threshold and post-processing on ``split`` of ``data`` (default: the data the run was trained
+    on); store the choice in ``run``."""
     from medseg.data.prepare import discover_and_check, pairs_for_split
 
     run = Path(run)
@@ -139,7 +141,7 @@ def tune_postprocess(run: str | Path, data: str | Path | None, *, split: str = "
     predictor = Predictor.load(run)
     start, had_crf = predictor.postprocess, predictor.config.infer.crf
     predictor.config.infer.crf = False  # raw probabilities; the CRF is one of the candidates
-    report = discover_and_check(data, images=images, masks=masks, manifest=manifest, progress=False)
+    report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
     probas, truths, refined = collect(predictor, pairs, progress=progress, crf=crf_available())
     before = mean_dice(start, refined if had_crf and refined else probas, truths)
