@@ -159,9 +159,8 @@ def write_report(run: str | Path, data: DataSource | str | Path | None = None, *
                  out: str | Path | None = None, qc: bool = True, worst: int = 8, overrides: list[str] | None = None
                  ) -> Path:
     """Write the HTML report of ``run`` (default ``RUN/report.html``); evaluate first when ``data`` (a
-    DataSource or a data folder) is given
-    (into ``eval_SPLIT`` beside the HTML file, with ``overrides`` of the inference settings, TTA on
-    when ``qc``). Returns the HTML path."""
+    DataSource or a data folder) is given (into ``eval_SPLIT`` beside the HTML file, with ``overrides`` of
+    the inference settings, TTA on when ``qc``). Returns the HTML path."""
     run = Path(run)
     out = Path(out) if out else run / "report.html"
     data = DataSource.of(data)
@@ -174,6 +173,6 @@ def write_report(run: str | Path, data: DataSource | str | Path | None = None, *
         predictor = Predictor.load(run, overrides=extra or None)
         evaluate(run, data, split=split, out=eval_dir, overlays=worst, qc=qc, predictor=predictor)
     elif not (eval_dir / "summary.json").is_file():
-        raise MedsegError(f"{eval_dir / 'summary.json'} does not exist: run `medseg evaluate` first or give --data")
+        raise MedsegError(f"{eval_dir / 'summary.json'} does not exist: run `medseg evaluate` first or give DATA")
     write_text_atomic(out, build_html(run, eval_dir, worst))
     return out
