@@ -12,13 +12,47 @@ import argparse
 import datetime
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from medseg.models.summary import markdown_table, pspnet_backbone_table  # noqa: E402
+from medseg.config import ModelConfig  # noqa: E402
+from medseg.models.catalog import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## PSPNet backbones (params and GFLOPs)"
+
+#: PSPNet backbones compared in BENCHMARKS.md (label -> encoder name)
+PSPNET_BACKBONES = {
+    "ResNet18": "resnet18",
+    "MobileNetV3-Large": "tu-mobilenetv3_large_100",
+    "EfficientNet-B0": "efficientnet-b0",
+    "ConvNeXt-Tiny": "tu-convnext_tiny",
+}
+
+
+def pspnet_backbone_table(size: int = 512, classes: int = 1, output_strides: tuple[int, ...] = (8, 16, 32),
+                          backbones: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Parameters and GFLOPs (key ``gflops_os<N>`` per output stride) of ``dicom-pspnet`` (bins 1,3,5,7,
+    dropout 0.2) for each backbone at ``size`` x ``size``."""
+    rows = []
+    for label, encoder in (backbones or PSPNET_BACKBONES).items():
+        row: dict[str, Any] = {"backbone": label, "encoder": encoder}
+        for stride in output_strides:
+            cfg = ModelConfig(arch="dicom-pspnet", encoder=encoder, encoder_weights=None, classes=classes,
+                              output_stride=stride)
+            d = describe(cfg, size)
+            row.update(parameters_m=d["parameters_m"], **{f"gflops_os{stride}": d["gflops"]})
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
+    """A Markdown table of ``rows`` with ``columns`` (key -> heading)."""
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(k, "")) for k in columns) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:

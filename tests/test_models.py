@@ -8,8 +8,9 @@ import torch
 from medseg.config import ModelConfig
 from medseg.errors import ConfigError, WeightsError
 from medseg.models import ARCHS, SegOutputs, create_model, freeze_encoder, main_logits, unfreeze_encoder
+from medseg.models.catalog import describe
 from medseg.models.freeze import encoder_layers, encoder_stages
-from medseg.models.summary import describe, model_summary, pspnet_backbone_table
+from medseg.models.summary import model_summary
 from medseg.models.weights import load_encoder_weights
 
 # light encoders for the tests; named models keep their own family
@@ -194,13 +195,25 @@ def test_classic_unet_has_no_pretrained_encoder():
         load_encoder_weights(model, cfg_for("unet_classic", encoder_weights="imagenet"))
 
 
+def _bench_pspnet():
+    """bench/pspnet_backbones.py as a module (its table is for BENCHMARKS.md, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "pspnet_backbones.py"
+    spec = importlib.util.spec_from_file_location("bench_pspnet_backbones", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_summary_parameters_and_flops():
     model = create_model(cfg_for("unet_classic"))
     s = model_summary(model, size=64)
     assert s["parameters"] == sum(p.numel() for p in model.parameters()) and s["gflops"] > 0
     small, large = describe(cfg_for("unet"), 64)["gflops"], describe(cfg_for("unet"), 128)["gflops"]
     assert large == pytest.approx(4 * small, rel=0.02)
-    rows = pspnet_backbone_table(size=64, output_strides=(32,))  # the four compared backbones build
+    rows = _bench_pspnet().pspnet_backbone_table(size=64, output_strides=(32,))  # the four compared backbones build
     assert [r["encoder"] for r in rows] == ["resnet18", "tu-mobilenetv3_large_100", "efficientnet-b0",
                                             "tu-convnext_tiny"]
     assert all(r["parameters_m"] > 5 and r["gflops_os32"] > 0 for r in rows)

@@ -694,14 +694,12 @@ def models(
     """
     from tqdm.auto import tqdm
 
+    from medseg.models.catalog import architecture_rows, download_weights, encoder_names
     from medseg.models.factory import ARCHS
-    from medseg.models.summary import architecture_rows, encoder_names
 
     to = out or to
 
     if download is not None:
-        from medseg.models.weights import download_weights
-
         path = download_weights(download, to)
         console.print(f"ImageNet weights of {download}: {path}\n"
                       f"use: --set model.encoder={download} --set model.encoder_weights="

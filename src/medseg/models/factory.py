@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from medseg.errors import ConfigError
 from medseg.models.smp_arch import SKIP_ARCHS, SMP_ARCHS, build_smp
-from medseg.models.summary import model_summary
 from medseg.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -176,4 +175,4 @@ def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     return model
 
 
-__all__ = ["ARCHS", "MODELS", "create_model", "model_summary"]
+__all__ = ["ARCHS", "MODELS", "create_model"]

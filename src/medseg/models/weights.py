@@ -80,35 +80,6 @@ def fetch_imagenet_weights(encoder: str, *, allow_download: bool = True) -> Path
         raise WeightsError(f"downloading ImageNet weights for encoder {encoder!r} failed: {err}") from None
 
 
-def download_weights(encoder: str, to: str | Path | None = None) -> Path:
-    """Fetch an encoder's ImageNet weights now, for offline training later; returns where they are.
-
-    The file lands in the Hugging Face cache (``HF_HOME``), where ``encoder_weights=imagenet`` or
-    ``auto`` find it without a network. With ``to`` it is also written there (``.safetensors`` copied,
-    any other suffix saved as a torch state dict) to carry to another machine and use as
-    ``encoder_weights=PATH``. Either way the weights are loaded into the encoder once as a check.
-    """
-    import shutil
-
-    from medseg.config import ModelConfig
-    from medseg.io.files import write_with
-    from medseg.models.factory import create_model
-
-    path = fetch_imagenet_weights(encoder)
-    if to is not None:
-        to = Path(to).expanduser()
-        if to.suffix == ".safetensors":
-            write_with(to, lambda tmp: shutil.copyfile(path, tmp))
-        else:
-            import torch
-
-            state = read_state_dict(path)
-            write_with(to, lambda tmp: torch.save(state, tmp))
-        path = to
-    create_model(ModelConfig(arch="unet", encoder=encoder, encoder_weights=str(path)))
-    return path
-
-
 def read_state_dict(path: Path) -> dict:
     import torch
 
