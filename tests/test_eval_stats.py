@@ -11,7 +11,7 @@ from scipy import ndimage
 from scipy.stats import wilcoxon
 
 from medseg.data.folds import assign_folds
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.evaluation.pixel_scores import BINS, auc_roc, average_precision, image_histograms, reliability
 from medseg.evaluation.qc import auroc, calibrate, qc_score
 from medseg.evaluation.stats import bootstrap_means, bootstrap_statistic, paired_comparison, resample_indices

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from _dicom_factories import ct_slice
 from _factories import save
 from medseg.cli import app
-from medseg.data.layouts import Pair, find_pairs
+from medseg.data.layouts import find_pairs
+from medseg.data.pairs import Pair
 from medseg.plan.fingerprint import compute_fingerprint, structure_widths
 
 

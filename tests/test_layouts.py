@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from _factories import disc, isic_folder, rgb, save
-from medseg.data.layouts import Pair, find_pairs
+from medseg.data.layouts import find_pairs
+from medseg.data.pairs import Pair
 from medseg.errors import DataError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 import medseg
 from conftest import TINY  # noqa: I001
 from medseg.config import build_config
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_target
 from medseg.engine.stages import plan_epoch
 from medseg.errors import DataError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.splits import SPLITS, apply_splits, assign_splits, load_splits, save_splits
 from medseg.errors import ConfigError, DataError
 

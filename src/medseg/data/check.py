@@ -1,4 +1,4 @@
-"""Open every pair of a :class:`~medseg.data.layouts.DataIndex` and report what is wrong with it.
+"""Open every pair of a :class:`~medseg.data.pairs.DataIndex` and report what is wrong with it.
 
 Fatal problems (the pair cannot be trained on): ``unreadable-image``, ``unreadable-mask`` (truncated,
 corrupt or not an image), ``bad-mask`` (RGB colours, continuous grey), ``size-mismatch``, ``bad-roi``
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medseg.data.layouts import DataIndex, Pair, Problem
+from medseg.data.pairs import DataIndex, Pair, Problem
 from medseg.data.readers import TargetSpec, load_pair_mask, pair_image_size, read_pair_target
 from medseg.errors import DataError
 from medseg.io.images import EXIF_ORIENTATIONS, IMAGE_SUFFIXES, MASK_KINDS, exif_orientation

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from medseg.data.geometry import letterbox
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
 from medseg.data.transforms import build_augmentation
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medseg.data.layouts import MASK_SUFFIXES, Pair, Problem
+from medseg.data.pairs import MASK_SUFFIXES, Pair, Problem
 from medseg.io.dicom import DicomFrame
 from medseg.io.dicom_series import scan_dicom
 from medseg.io.images import IMAGE_SUFFIXES

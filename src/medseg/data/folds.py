@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.errors import DataError
 
 

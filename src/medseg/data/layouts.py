@@ -14,11 +14,12 @@
 6. explicit ``images=`` and ``masks=`` folders (the same folder twice works like 4).
 
 In folders, a mask belongs to an image when its stem is the image's stem plus one of
-:data:`MASK_SUFFIXES` (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``, or the same stem); the suffix the
-mask folder uses is detected. Further masks of one image, ``<mask stem>_<n>`` (BUSI
-``benign (4)_mask_1.png`` beside ``benign (4)_mask.png``), are kept in :attr:`Pair.extra_masks` and
-merged when read. If that leaves images unmatched, a trailing image suffix from
-:data:`IMAGE_NAME_SUFFIXES` may be dropped first (DRIVE: ``21_training.tif`` + ``21_manual1.gif``).
+:data:`~medseg.data.pairs.MASK_SUFFIXES` (``ISIC_1.jpg`` + ``ISIC_1_segmentation.png``, or the same
+stem); the suffix the mask folder uses is detected. Further masks of one image, ``<mask stem>_<n>``
+(BUSI ``benign (4)_mask_1.png`` beside ``benign (4)_mask.png``), are kept in
+:attr:`~medseg.data.pairs.Pair.extra_masks` and merged when read. If that leaves images unmatched, a
+trailing image suffix from :data:`IMAGE_NAME_SUFFIXES` may be dropped first (DRIVE: ``21_training.tif``
++ ``21_manual1.gif``).
 Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden files and everything else
 (``LICENSE``, ``ATTRIBUTION.txt``, ``Thumbs.db``, sub-folders) are ignored. Files without a partner go
 to ``problems``. A ``split.csv`` (``image_id,split``) beside the data sets ``Pair.split`` unless the
@@ -39,9 +40,10 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
+from medseg.data.pairs import MASK_SUFFIXES, DataIndex, Pair, Problem
 from medseg.data.splits import load_splits, normalise_split
 from medseg.errors import DataError
 from medseg.io.images import IMAGE_SUFFIXES
@@ -50,9 +52,6 @@ from medseg.io.images import IMAGE_SUFFIXES
 FOLDER_PAIRS = (("images", "masks"), ("images", "1st_manual"), ("image", "mask"), ("images", "labels"),
                 ("imgs", "masks"),
                 ("imgs", "labels"), ("img", "gt"), ("images", "gt"), ("img", "mask"))
-#: Mask stem = image stem + one of these ("" = same stem).
-MASK_SUFFIXES = ("", "_segmentation", "_Segmentation", "_mask", "_masks", "_label", "_labels", "_seg",
-                 "_gt", "_manual1")
 #: Sub-folders holding region-of-interest masks (DRIVE fields of view), compared case-insensitively;
 #: ``mask`` counts only beside a ``1st_manual`` label folder (the official DRIVE layout).
 ROI_FOLDERS = ("fov_masks", "fov_mask", "fov", "roi", "rois", "roi_masks")
@@ -60,55 +59,6 @@ ROI_FOLDERS = ("fov_masks", "fov_mask", "fov", "roi", "rois", "roi_masks")
 ROI_SUFFIXES = ("_mask", "_fov", "_roi", "")
 #: Dropped from the end of image stems when that matches more masks (DRIVE ``21_training``).
 IMAGE_NAME_SUFFIXES = ("", "_training", "_test", "_image", "_img")
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One image and its mask (``mask`` None for unlabelled images); ``split`` when known.
-
-    ``frame`` is the 1-based frame number for a frame of a multi-frame DICOM file (else None).
-    ``extra_masks`` are further masks of the same image (``<stem>_mask_1.png``, ``<stem>_mask_2.png``
-    beside ``<stem>_mask.png``); readers merge them with ``mask`` (union, see
-    :func:`medseg.data.readers.load_pair_mask`).
-    ``roi`` is an optional region-of-interest mask (DRIVE field of view): pixel metrics count only
-    inside it. ``attrs`` holds a manifest's other columns as (name, value) pairs (e.g. patient id,
-    used to group cross-validation folds).
-    """
-
-    case_id: str
-    image: Path
-    mask: Path | None
-    split: str | None = None
-    frame: int | None = None
-    extra_masks: tuple[Path, ...] = ()  # more mask files of the same image (BUSI ``<stem>_mask_1``), merged
-    roi: Path | None = None
-    attrs: tuple[tuple[str, str], ...] = ()
-
-    def attr(self, name: str) -> str | None:
-        """The value of manifest column ``name`` for this pair (None when absent or blank)."""
-        return next((v for k, v in self.attrs if k == name and v), None)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with one case or file; ``fatal`` problems exclude the case from training."""
-
-    case_id: str
-    path: Path
-    kind: str
-    message: str
-    fatal: bool = True
-
-
-@dataclass
-class DataIndex:
-    """What :func:`find_pairs` found: complete pairs (sorted by case id) and the problems on the way."""
-
-    root: Path | None
-    layout: str
-    pairs: list[Pair]
-    problems: list[Problem] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)  # sub-folders of root that hold no used file
 
 
 def _image_files(folder: Path, extra: tuple[str, ...] = ()) -> list[Path]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data.check import CheckReport, check_pairs
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec
 from medseg.data.source import DataSource
 from medseg.data.splits import SPLITS, apply_splits, assign_splits, load_splits, save_splits

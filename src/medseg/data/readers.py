@@ -1,4 +1,4 @@
-"""Read the image and the mask of a :class:`~medseg.data.layouts.Pair`, whatever files they are.
+"""Read the image and the mask of a :class:`~medseg.data.pairs.Pair`, whatever files they are.
 
 Images: ordinary image files, or a frame of a DICOM file (windowed, see :mod:`medseg.io.windowing`).
 Masks: mask images (PNG ...), LabelMe JSON, or a DICOM SEG / label volume that covers the DICOM frame.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.errors import DataError
 from medseg.io.images import IMAGE_SUFFIXES, MaskInfo, analyse_mask, is_dicom_path, load_mask, open_image, read_image
 

@@ -12,13 +12,10 @@ import hashlib
 import io
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from medseg.data.pairs import Pair
 from medseg.errors import ConfigError, DataError
 from medseg.io.files import write_text_atomic
-
-if TYPE_CHECKING:
-    from medseg.data.layouts import Pair
 
 SPLITS = ("train", "val", "test")
 _ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}

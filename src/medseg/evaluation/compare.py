@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
 from medseg.data.readers import TargetSpec, read_pair_target
 from medseg.data.source import DataSource

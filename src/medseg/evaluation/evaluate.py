@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.config import label_names
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
 from medseg.data.source import DataSource

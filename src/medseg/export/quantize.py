@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.geometry import letterbox
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.source import DataSource
 from medseg.errors import ExportError
 from medseg.inference.backends import INPUT_NAME

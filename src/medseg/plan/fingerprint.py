@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.readers import load_pair_mask, read_pair_image
 from medseg.errors import DataError
 from medseg.io.images import IMAGE_SUFFIXES, is_dicom_path, open_image
