@@ -19,7 +19,7 @@ if _typing.TYPE_CHECKING:
     from medseg.data.source import DataSource
     from medseg.inference.predictor import Predictor
 
-__version__ = "0.1.0"
+from medseg._version import __version__
 
 __all__ = ["__version__", "evaluate", "load", "train"]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from medseg._version import __version__
 from medseg.errors import CheckpointError
 from medseg.io.files import atomic_path
 
@@ -17,9 +18,7 @@ BEST, LAST = "best.pt", "last.pt"
 
 
 def versions() -> dict[str, str]:
-    import medseg
-
-    out = {"medseg": medseg.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    out = {"medseg": __version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
         from medseg._compat import import_torchvision
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg._version import __version__
 from medseg.config import Config, validate
 from medseg.engine.runtime import Runtime
 from medseg.errors import CheckpointError
@@ -154,12 +155,10 @@ class OnnxBackend:
 def metadata_for(config: Config, *, flips=(), precision: str = "fp32", extra: dict[str, Any] | None = None
                  ) -> dict[str, str]:
     """Key/value metadata that makes an exported file self-sufficient for prediction."""
-    import medseg
-
     mean, std = config.data.mean_std
     meta = {
         CONFIG_KEY: json.dumps(config.model_dump(mode="json")),
-        "medseg.version": medseg.__version__,
+        "medseg.version": __version__,
         "classes": str(config.model.classes),
         "activation": activation_for(config),
         "input_size": str(config.data.image_size),

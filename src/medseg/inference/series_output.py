@@ -200,7 +200,7 @@ def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, ou
 
 def seg_description(cfg) -> dict:
     """The keyword arguments of :func:`~medseg.io.dicom_seg.write_seg` that describe the model."""
-    from medseg import __version__
+    from medseg._version import __version__
 
     params = {"threshold": f"{cfg.infer.threshold:g}", "config": cfg.name[:40]}
     return {"class_names": class_names(cfg), "algorithm": f"medseg {cfg.model.arch}-{cfg.model.encoder}",

@@ -34,6 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.routing import Match
 
+from medseg._version import __version__
 from medseg.serve.answers import build_answer
 from medseg.serve.metrics import ServeMetrics
 from medseg.serve.model_info import describe_model
@@ -170,9 +171,7 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
         await asyncio.to_thread(pool.close)  # queued jobs finish first
         log.info("stopped")
 
-    import medseg
-
-    app = FastAPI(title="medseg", version=medseg.__version__, lifespan=lifespan,
+    app = FastAPI(title="medseg", version=__version__, lifespan=lifespan,
                   description="Segment medical images with a trained medseg model. Bearer token on /v1/* and "
                               "/metrics. Viewer at /.")
     app.state.pool, app.state.metrics, app.state.settings = pool, metrics, settings

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from medseg._version import __version__
 from medseg.config import label_names
 from medseg.inference.overlay import class_colours
 
@@ -57,8 +58,6 @@ def _training_metrics(model_path: Path, predictor) -> dict[str, Any]:
 
 def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
     """A JSON-ready description: name, id (name@sha256 prefix), classes with colours, input size, kind."""
-    import medseg
-
     model_path = Path(model_path)
     source = Path(predictor.source)
     sha = file_sha256(source) if source.is_file() else ""
@@ -78,7 +77,7 @@ def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
         "sha256": sha,
         "kind": kind,
         "backend": predictor.describe(),
-        "medseg_version": medseg.__version__,
+        "medseg_version": __version__,
         "architecture": f"{cfg.model.arch}-{cfg.model.encoder}",
         "config": cfg.name,
         "classes": [{"index": i, "name": n, "colour": list(colours[i % len(colours)])} for i, n in enumerate(names)],
