@@ -109,7 +109,8 @@ def test_predict_tta_writes_qc_csv_with_the_calibrated_flag(tiny_run, tiny_datas
 
 
 def test_two_fold_cross_validation_and_its_ensemble(tiny_dataset, tmp_path):
-    from medseg.engine.cv import read_plan, summarise_cv, train_cv
+    from medseg.engine.cv import read_plan
+    from medseg.evaluation.crossval import summarise_cv, train_cv
     from medseg.inference.predictor import Predictor
 
     run = tmp_path / "cv"

@@ -48,7 +48,7 @@ ThresholdOpt = Annotated[float | None, typer.Option(metavar="P", help="probabili
 
 def _version(value: bool) -> None:
     if value:
-        from medseg import __version__
+        from medseg._version import __version__
 
         console.print(f"medseg {__version__}")
         raise typer.Exit()
@@ -278,7 +278,7 @@ def train(
 
     settings = build_config(preset, config) if preset and config else config or preset  # --config over --preset
     if folds is not None or fold is not None or group_by is not None:
-        from medseg.engine.cv import train_cv
+        from medseg.evaluation.crossval import train_cv
 
         if folds is None:
             raise MedsegError("--fold and --group-by go with --folds K")
