@@ -20,7 +20,7 @@ from _dicom_factories import (
 from medseg.errors import ConfigError, DataError
 from medseg.io.dicom import read_dicom_values
 from medseg.io.dicom_series import scan_dicom, series_tag
-from medseg.io.images import read_image
+from medseg.io.formats import read_image
 from medseg.io.windowing import Window, apply_window, parse_window
 
 SEG = "is a DICOM Segmentation (SEG), not an image"

@@ -17,7 +17,7 @@ from medseg.cli import app
 from medseg.config import Config
 from medseg.inference.series_output import predict_dicom
 from medseg.io.dicom_series import scan_dicom
-from medseg.io.images import read_image
+from medseg.io.formats import read_image
 from medseg.io.labels import read_seg
 
 

@@ -13,9 +13,10 @@ from scipy.stats import wilcoxon
 from medseg.data.folds import assign_folds
 from medseg.data.pairs import Pair
 from medseg.evaluation.pixel_scores import BINS, auc_roc, average_precision, image_histograms, reliability
-from medseg.evaluation.qc import auroc, calibrate, qc_score
+from medseg.evaluation.qc import auroc, calibrate
 from medseg.evaluation.stats import bootstrap_means, bootstrap_statistic, paired_comparison, resample_indices
 from medseg.evaluation.surface import image_diagonal, surface_metrics
+from medseg.inference.tta import qc_score
 
 
 def square(shape, top, left, h, w):

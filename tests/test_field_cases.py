@@ -19,7 +19,8 @@ from medseg.data.check import check_pairs
 from medseg.data.layouts import find_pairs
 from medseg.data.readers import read_pair_image, read_pair_mask
 from medseg.errors import DataError
-from medseg.io.images import image_size, read_image, read_mask
+from medseg.io.formats import read_image
+from medseg.io.images import image_size, read_mask
 
 FIELD = Path(__file__).resolve().parents[1].parent / "shared" / "field-cases"
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ from PIL import Image
 from _factories import disc, noisy_mask, not_an_image, rgb, save, truncated_jpeg
 from medseg.errors import DataError
 from medseg.io import images
-from medseg.io.images import image_size, inspect_mask, load_mask, read_image, read_mask, write_png
+from medseg.io.formats import read_image
+from medseg.io.images import image_size, inspect_mask, load_mask, read_mask, write_png
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.tif", "a.bmp", "a.gif"])

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from medseg.errors import DataError
-from medseg.io.images import read_image, read_mask
+from medseg.io.formats import read_image
+from medseg.io.images import read_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 _MEASURE = """

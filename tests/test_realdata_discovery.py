@@ -10,7 +10,8 @@ import pytest
 from medseg.data.check import check_pairs
 from medseg.data.layouts import find_pairs
 from medseg.data.splits import assign_splits
-from medseg.io.images import read_image, read_mask
+from medseg.io.formats import read_image
+from medseg.io.images import read_mask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

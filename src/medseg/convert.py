@@ -22,7 +22,8 @@ from medseg.errors import DataError, MedsegError
 from medseg.io.dicom import DicomFrame, check_image, decode, read_dataset
 from medseg.io.dicom_series import scan_dicom
 from medseg.io.files import write_text_atomic
-from medseg.io.images import IMAGE_SUFFIXES, read_image, write_png
+from medseg.io.formats import mask_format, read_image
+from medseg.io.images import IMAGE_SUFFIXES, write_png
 from medseg.io.outputs import check_not_input
 from medseg.io.windowing import colour_to_uint8, grey_to_uint8, parse_window, rescale_of
 
@@ -151,13 +152,11 @@ def _write_frame(ds, stored: np.ndarray, frame: DicomFrame, src: Path, dst: Path
 
 # ------------------------------------------------------------------------------------------ labels
 def _label_files(labels: Path) -> list[Path]:
-    from medseg.io.labels import label_kind
-
     files = [labels] if labels.is_file() else sorted(p for p in labels.rglob("*") if p.is_file()
                                                       and not p.name.startswith("."))
     if not labels.exists():
         raise DataError(f"labels {labels} do not exist")
-    return [p for p in files if label_kind(p) is not None]
+    return [p for p in files if (fmt := mask_format(p)) is not None and fmt.name != "image"]
 
 
 def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -> ConvertResult:
@@ -167,14 +166,12 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
     needs ``reference`` = the folder of the images they annotate. One class is written as 0/255, several
     as their label values (``classes.json`` says which is which).
     """
-    from medseg.io.labels import label_kind
-
     labels, reference, out = Path(labels), Path(reference), Path(out)
     check_not_input(out, [labels, reference], what="output folder")  # masks never replace the images they annotate
     files = _label_files(labels)
     if not files:
         raise DataError(f"no label files in {labels} (looked for DICOM SEG, NRRD, NIfTI and LabelMe JSON)")
-    labelme = [p for p in files if label_kind(p) == "labelme"]
+    labelme = [p for p in files if mask_format(p).name == "labelme"]
     volumes = [p for p in files if p not in labelme]
     result = ConvertResult()
     if labelme:
@@ -185,7 +182,8 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
 
 
 def _convert_volumes(files: list[Path], reference: Path, out: Path, result: ConvertResult) -> None:
-    from medseg.io.labels import class_names, labels_for_series
+    from medseg.io.formats import labels_for_frames
+    from medseg.io.labels import class_names
 
     scan = scan_dicom(reference)
     result.failed += scan.failed
@@ -207,7 +205,7 @@ def _convert_volumes(files: list[Path], reference: Path, out: Path, result: Conv
         covered, errors, empty = 0, [], 0
         for frames in series.values():
             try:
-                per_frame = labels_for_series(path, frames)
+                per_frame = labels_for_frames(path, frames)
             except DataError as err:
                 errors.append(str(err))
                 continue

@@ -24,8 +24,8 @@ from pathlib import Path
 from medseg.data.pairs import MASK_SUFFIXES, Pair, Problem
 from medseg.io.dicom import DicomFrame
 from medseg.io.dicom_series import scan_dicom
-from medseg.io.images import IMAGE_SUFFIXES
-from medseg.io.labels import VOLUME_SUFFIXES, label_kind, read_seg
+from medseg.io.formats import formats, mask_format, strip_suffix
+from medseg.io.labels import read_seg
 
 
 def _key(path: Path, root: Path, name: str | None = None) -> str:
@@ -33,49 +33,44 @@ def _key(path: Path, root: Path, name: str | None = None) -> str:
     return (rel.parent / (name or rel.name)).as_posix().removeprefix("./")
 
 
-def _strip_suffixes(name: str) -> str:
-    lower = name.lower()
-    for sfx in VOLUME_SUFFIXES + tuple(IMAGE_SUFFIXES) + (".json", ".dcm"):
-        if lower.endswith(sfx):
-            return name[: -len(sfx)]
-    return name
-
-
-def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
-    """Files under ``masks_dir`` by kind: "image" / "labelme" keyed later, "seg" and "volume" lists."""
-    out: dict[str, list[Path]] = {"image": [], "labelme": [], "seg": [], "volume": []}
+def _mask_files(masks_dir: Path) -> tuple[dict[str, list[Path]], dict[Path, str]]:
+    """Files under ``masks_dir`` by how they are matched to frames: "named" (a mask file of its own,
+    named after the frame: images, LabelMe), "seg" (referencing the frames) and "volume" (named after
+    the series: any other frame-bound format), with what each file is (for the layout's description)."""
+    by_format: dict[str, list[Path]] = {f.name: [] for f in formats()}
+    described: dict[Path, str] = {}
     for dirpath, dirnames, filenames in os.walk(masks_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for n in sorted(filenames):
             p = Path(dirpath) / n
-            if n.startswith("."):
-                continue
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                out["image"].append(p)
-            elif (kind := label_kind(p)) is not None:
-                out[kind].append(p)
-    return out
+            if not n.startswith(".") and (fmt := mask_format(p)) is not None:
+                by_format[fmt.name].append(p)
+                described[p] = "images named after the frame" if fmt.name == "image" else fmt.description
+    out: dict[str, list[Path]] = {"named": [], "seg": [], "volume": []}
+    for fmt in formats():  # in registry order: a LabelMe file named like an image file wins, as before
+        out["named" if fmt.read_labels else "seg" if fmt.name == "seg" else "volume"] += by_format[fmt.name]
+    return out, described
 
 
 def match_dicom(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Problem], str]:
     """Pairs (one per DICOM frame) and problems for a DICOM images folder; see the module docstring."""
     scan = scan_dicom(images_dir)
-    problems = [Problem(_strip_suffixes(p.name), p, "unreadable-image", msg) for p, msg in scan.failed]
-    files = _mask_files(masks_dir)
+    problems = [Problem(strip_suffix(p.name), p, "unreadable-image", msg) for p, msg in scan.failed]
+    files, described = _mask_files(masks_dir)
     by_name: dict[str, Path] = {}
-    for p in files["image"] + files["labelme"]:
-        stem = _key(p, masks_dir, _strip_suffixes(p.name))
+    for p in files["named"]:
+        stem = _key(p, masks_dir, strip_suffix(p.name))
         for sfx in MASK_SUFFIXES:
             if sfx and stem.endswith(sfx):
                 by_name.setdefault(stem[: -len(sfx)], p)
         by_name[stem] = p
-    by_series_name = {_key(p, masks_dir, _strip_suffixes(p.name)): p for p in files["volume"]}
+    by_series_name = {_key(p, masks_dir, strip_suffix(p.name)): p for p in files["volume"]}
     segs = []
     for p in files["seg"]:
         try:
             segs.append((p, read_seg(p)))
         except Exception as err:  # a broken SEG is reported, the rest goes on
-            problems.append(Problem(_strip_suffixes(p.name), p, "unreadable-mask", str(err)))
+            problems.append(Problem(strip_suffix(p.name), p, "unreadable-mask", str(err)))
     used: set[Path] = set()
     pairs: list[Pair] = []
     for frame in scan.frames:
@@ -89,13 +84,11 @@ def match_dicom(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Pro
             continue
         used.add(mask)
         pairs.append(Pair(case_id, frame.path, mask, frame=frame.frame))
-    for p in files["image"] + files["labelme"] + files["volume"] + [p for p, _ in segs]:
+    for p in files["named"] + files["volume"] + [p for p, _ in segs]:
         if p not in used:
-            problems.append(Problem(_strip_suffixes(p.name), p, "missing-image",
+            problems.append(Problem(strip_suffix(p.name), p, "missing-image",
                                     f"mask {p} matches no DICOM image in {images_dir}"))
-    names = {"image": "images named after the frame", "labelme": "LabelMe JSON", "seg": "DICOM SEG",
-             "volume": "label volumes"}
-    kinds = [names[k] for k, paths in files.items() if any(p in used for p in paths)]
+    kinds = list(dict.fromkeys(described[p] for paths in files.values() for p in paths if p in used))
     rule = f"DICOM frames; masks: {', '.join(kinds) or 'none found'}"
     return pairs, problems, rule
 
@@ -115,5 +108,5 @@ def _volume_for(frame: DicomFrame, images_dir: Path, volumes: dict[str, Path]) -
     if not volumes:
         return None
     rel = frame.path.relative_to(images_dir)
-    names = [_strip_suffixes(rel.as_posix())] + [p.as_posix() for p in rel.parents if p.as_posix() != "."]
+    names = [strip_suffix(rel.as_posix())] + [p.as_posix() for p in rel.parents if p.as_posix() != "."]
     return next((volumes[n] for n in names if n in volumes), None)

@@ -20,7 +20,7 @@ stem); the suffix the mask folder uses is detected. Further masks of one image, 
 :attr:`~medseg.data.pairs.Pair.extra_masks` and merged when read. If that leaves images unmatched, a
 trailing image suffix from :data:`IMAGE_NAME_SUFFIXES` may be dropped first (DRIVE: ``21_training.tif``
 + ``21_manual1.gif``).
-Only files ending in :data:`~medseg.io.images.IMAGE_SUFFIXES` count; hidden files and everything else
+Only files ending in :func:`~medseg.io.formats.image_suffixes` count; hidden files and everything else
 (``LICENSE``, ``ATTRIBUTION.txt``, ``Thumbs.db``, sub-folders) are ignored. Files without a partner go
 to ``problems``. A ``split.csv`` (``image_id,split``) beside the data sets ``Pair.split`` unless the
 manifest has a split column.
@@ -46,7 +46,7 @@ from pathlib import Path
 from medseg.data.pairs import MASK_SUFFIXES, DataIndex, Pair, Problem
 from medseg.data.splits import load_splits, normalise_split
 from medseg.errors import DataError
-from medseg.io.images import IMAGE_SUFFIXES
+from medseg.io.formats import image_suffixes, is_image_file, is_mask_file
 
 #: (image folder, mask folder) names looked for inside ``root``, compared case-insensitively.
 FOLDER_PAIRS = (("images", "masks"), ("images", "1st_manual"), ("image", "mask"), ("images", "labels"),
@@ -61,17 +61,10 @@ ROI_SUFFIXES = ("_mask", "_fov", "_roi", "")
 IMAGE_NAME_SUFFIXES = ("", "_training", "_test", "_image", "_img")
 
 
-def _image_files(folder: Path, extra: tuple[str, ...] = ()) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
-                  and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in extra) and p.is_file())
-
-
-def _is_labelme(path: Path) -> bool:
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return '"shapes"' in head and '"imageHeight"' in head
+def _image_files(folder: Path, masks: bool = False) -> list[Path]:
+    """Image files in ``folder``, or with ``masks`` the files a mask format reads (images, LabelMe ...)."""
+    wanted = is_mask_file if masks else is_image_file
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and wanted(p))
 
 
 def _strip(stem: str, suffix: str) -> str | None:
@@ -192,9 +185,9 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
             return match_dicom(images_dir, masks_dir)
     if images_dir.resolve() == masks_dir.resolve():
         images, masks = _split_flat(_image_files(images_dir))
-    else:  # masks may also be LabelMe JSON files
+    else:  # masks may also be LabelMe JSON files (any format of medseg.io.formats with read_labels)
         images = _image_files(images_dir)
-        masks = [p for p in _image_files(masks_dir, (".json",)) if p.suffix.lower() != ".json" or _is_labelme(p)]
+        masks = _image_files(masks_dir, masks=True)
     masks, rois = _separate_rois(images, masks)
     img_sfx, mask_sfx = _best_rule(images, masks)
     image_keys = {k for p in images if (k := _strip(p.stem, img_sfx)) is not None}
@@ -386,7 +379,7 @@ def find_pairs(root: str | Path | None = None, *, images: str | Path | None = No
             layout = f"{where} ({rule})"
             if not pairs and not problems:
                 raise DataError(f"no image files found in {folders[0]} and {folders[1]} "
-                                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                                f"(looked for {', '.join(sorted(image_suffixes()))})")
         else:
             pairs, problems, layout = _match_classes(classes)
     pairs, problems = _drop_duplicate_ids(pairs, problems)

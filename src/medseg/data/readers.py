@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.pairs import Pair
-from medseg.errors import DataError
-from medseg.io.images import IMAGE_SUFFIXES, MaskInfo, analyse_mask, is_dicom_path, load_mask, open_image, read_image
+from medseg.errors import DataError, MedsegError
+from medseg.io.formats import image_format, mask_format, mask_format_names, read_image
+from medseg.io.images import MaskInfo, analyse_mask
 
 
 def read_pair_image(pair: Pair, window: str | None = None) -> np.ndarray:
@@ -23,10 +24,25 @@ def read_pair_image(pair: Pair, window: str | None = None) -> np.ndarray:
 
 def pair_image_size(pair: Pair) -> tuple[int, int]:
     """(width, height) of the pair's image, fully decoding it (so that broken files are found)."""
-    if is_dicom_path(pair.image):
-        h, w = read_pair_image(pair).shape[:2]
-        return w, h
-    return open_image(pair.image).size
+    fmt = image_format(pair.image)
+    if fmt.image_size is not None:
+        return fmt.image_size(pair.image)
+    h, w = read_pair_image(pair).shape[:2]
+    return w, h
+
+
+def typical_long_side(pairs, limit: int = 200) -> int | None:
+    """Median long side (px) of up to ``limit`` images of ``pairs`` (evenly spread); None if none opens."""
+    pairs = list(pairs)
+    if len(pairs) > limit:
+        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, limit).round().astype(int)]
+    sides = []
+    for pair in pairs:
+        try:
+            sides.append(max(pair_image_size(pair)))
+        except MedsegError:
+            continue
+    return int(np.median(sides)) if sides else None
 
 
 def _frame(pair: Pair):
@@ -40,26 +56,26 @@ def _frame(pair: Pair):
 
 
 def _raw_labels(pair: Pair) -> np.ndarray:
-    from medseg.io.labels import label_kind, labels_for_frame, read_labelme
-
-    kind = label_kind(pair.mask)
-    if kind == "labelme":
-        return read_labelme(pair.mask)[0]
-    if kind in ("seg", "volume"):
-        frame = _frame(pair)
-        labels = labels_for_frame(pair.mask, frame)
-        if labels is None and kind == "volume":  # named after this series: outside a cropped extent is background
-            return np.zeros((frame.rows, frame.columns), np.uint8)
-        if labels is None:
-            where = f"{pair.image}" + (f" frame {pair.frame}" if pair.frame else "")
-            raise DataError(f"label file {pair.mask} does not cover DICOM image {where}")
-        return labels
-    raise DataError(f"mask {pair.mask} is neither an image, a LabelMe JSON, a DICOM SEG nor a label volume")
+    """The pair's mask file as a label map (values as stored), by its format (:mod:`medseg.io.formats`)."""
+    fmt = mask_format(pair.mask)
+    if fmt is None:
+        raise DataError(f"mask {pair.mask} is not {mask_format_names()}")
+    if fmt.read_labels is not None:
+        return fmt.read_labels(Path(pair.mask))
+    frame = _frame(pair)
+    labels = fmt.labels_for_frame(Path(pair.mask), frame)
+    if labels is None and fmt.outside_is_background:  # named after this series: outside its extent is background
+        return np.zeros((frame.rows, frame.columns), np.uint8)
+    if labels is None:
+        where = f"{pair.image}" + (f" frame {pair.frame}" if pair.frame else "")
+        raise DataError(f"label file {pair.mask} does not cover DICOM image {where}")
+    return labels
 
 
 def _load_one(pair: Pair, subject: str) -> tuple[np.ndarray | None, MaskInfo]:
-    if Path(pair.mask).suffix.lower() in IMAGE_SUFFIXES:
-        return load_mask(pair.mask, subject=subject)
+    fmt = mask_format(pair.mask)
+    if fmt is not None and fmt.read_mask is not None:
+        return fmt.read_mask(pair.mask, subject=subject)
     return analyse_mask(_raw_labels(pair), subject)
 
 
@@ -94,7 +110,7 @@ def load_pair_mask(pair: Pair, subject: str | None = None) -> tuple[np.ndarray |
     files = [Path(pair.mask), *pair.extra_masks]
     masks, labelled = [binary], info.kind == "label-map"
     for extra in pair.extra_masks:
-        more, more_info = load_mask(extra, subject=f"mask {extra}")
+        more, more_info = _load_one(replace(pair, mask=extra, extra_masks=()), f"mask {extra}")
         if more is None:
             return None, more_info
         masks.append(more)
@@ -134,12 +150,9 @@ class TargetSpec:
 
 
 def _raw_mask_values(pair: Pair) -> np.ndarray:
-    if Path(pair.mask).suffix.lower() in IMAGE_SUFFIXES:
-        raw = np.asarray(open_image(pair.mask))  # palette PNGs give their indices
-    else:
-        raw = _raw_labels(pair)
+    raw = _raw_labels(pair)
     if pair.extra_masks:
-        arrays = [raw, *(np.asarray(open_image(p)) for p in pair.extra_masks)]
+        arrays = [raw, *(_raw_labels(replace(pair, mask=p, extra_masks=())) for p in pair.extra_masks)]
         raw = _merge_labels(arrays, [Path(pair.mask), *pair.extra_masks], pair.image)
     return raw
 

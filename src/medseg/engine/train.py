@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from medseg.config import Config, build_config, resolve_config, save_config
 from medseg.data.dataset import SegmentationDataset, class_balanced_weights, class_pixel_counts
 from medseg.data.prepare import discover_and_check, split_for_training
-from medseg.data.readers import TargetSpec
+from medseg.data.readers import TargetSpec, typical_long_side
 from medseg.data.source import DataSource
 from medseg.data.transforms import normalize_batch
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -194,8 +194,6 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
     n_train, n_val = len(prepared.splits["train"]), len(prepared.splits["val"])
     log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
     if cfg.infer.train_side is None:  # the scale the model learns at; sliding-window inference tiles at it
-        from medseg.inference.sliding import typical_long_side
-
         cfg.infer.train_side = typical_long_side(prepared.splits["train"])
     size, target = cfg.data.image_size, TargetSpec.from_config(cfg)
     train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,

@@ -81,9 +81,9 @@ def iter_pair_predictions(predictor: Predictor, pairs: list[Pair], *, uncertaint
 def pair_spacing(pair: Pair) -> tuple[float, float] | None:
     """(row, column) pixel spacing in mm of a DICOM image: PixelSpacing (per-frame functional groups
     first), else ImagerPixelSpacing (projection radiography, DICOM PS3.3 C.8.11.4); None otherwise."""
-    from medseg.io.images import is_dicom_path
+    from medseg.io.dicom import is_dicom
 
-    if not is_dicom_path(pair.image):
+    if not is_dicom(pair.image):
         return None
     try:
         import pydicom
@@ -229,7 +229,7 @@ def evaluate(
         if not multiclass:
             hists.append(image_histograms(proba, truth, roi))
         if qc:
-            from medseg.evaluation.qc import qc_score
+            from medseg.inference.tta import qc_score
 
             qc_scores.append(qc_score(proba, std, predictor.threshold, roi))
         dice = metrics["dice"]

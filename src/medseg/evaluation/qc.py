@@ -1,17 +1,10 @@
 """A per-image failure flag from disagreement between test-time-augmentation members (and folds).
 
-Score (0 = the members agree everywhere, 1 = they agree nowhere on the object)::
-
-    qc_score = |U| / |U ∪ F|      U = pixels whose member standard deviation >= STD_CUTOFF
-                                  F = pixels of the predicted mask (mean probability >= threshold)
-
-i.e. the share of the predicted-or-contested region on which the members disagree; an image with
-neither is 0. ``STD_CUTOFF`` = 0.1: one dissenting member out of nine already gives 0.31 on a hard
-binary split, while members that agree up to a few percent of probability stay far below it.
-
-The threshold is calibrated on validation images to catch images with Jaccard < 0.65 (the ISIC
-"failure" cut-off): the score maximising Youden's J (sensitivity + specificity - 1), and the flag's
-AUROC for that task is reported with a bootstrap interval, so users know how far to trust it.
+The score of one image is :func:`medseg.inference.tta.qc_score` (computed wherever predictions are
+made: predict, evaluate, serve). The threshold is calibrated on validation images to catch images
+with Jaccard < 0.65 (the ISIC "failure" cut-off): the score maximising Youden's J (sensitivity +
+specificity - 1), and the flag's AUROC for that task is reported with a bootstrap interval, so users
+know how far to trust it.
 """
 
 from __future__ import annotations
@@ -25,29 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from medseg.inference.tta import STD_CUTOFF
 from medseg.io.files import write_text_atomic
 from medseg.metrics import THRESHOLDED_JACCARD_CUTOFF
 
-STD_CUTOFF = 0.1
 QC_FILE = "qc.json"
-
-
-def qc_score(proba: np.ndarray, std: np.ndarray, threshold: float = 0.5, roi: np.ndarray | None = None) -> float:
-    """The disagreement score of one image (module docstring) from its mean probability and member std.
-
-    ``proba``/``std`` HxW (or HxWxC: foreground = argmax > 0, std = max over classes); ``roi`` limits
-    the pixels considered.
-    """
-    proba, std = np.asarray(proba), np.asarray(std)
-    if proba.ndim == 3:
-        fg, std = np.argmax(proba, axis=2) > 0, std.max(axis=2)
-    else:
-        fg = proba >= threshold
-    uncertain = std >= STD_CUTOFF
-    if roi is not None:
-        fg, uncertain = fg & roi, uncertain & roi
-    union = int(np.count_nonzero(uncertain | fg))
-    return 0.0 if union == 0 else float(np.count_nonzero(uncertain)) / union
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

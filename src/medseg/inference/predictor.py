@@ -28,7 +28,8 @@ from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.sliding import choose_mode, sliding_predict
 from medseg.inference.tta import MemberStats, TTAPlan, channels_last, flip_members, model_side
-from medseg.io.images import IMAGE_SUFFIXES, read_image, write_png
+from medseg.io.formats import image_suffixes, is_image_file, read_image
+from medseg.io.images import write_png
 from medseg.io.outputs import check_outputs
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def list_images(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise MedsegError(f"input {path} does not exist; give an image file or a folder of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p)
                    and not p.name.startswith("."))
     if not files:
-        raise MedsegError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise MedsegError(f"folder {path} holds no images ({', '.join(sorted(image_suffixes()))})")
     return files
 
 
@@ -213,7 +214,7 @@ class Predictor:
     def predict(self, image: np.ndarray | str | Path, *, channel_order: str = "rgb") -> np.ndarray:
         """The mask of one image, at the image's own size.
 
-        ``image`` is a file path (any format :func:`medseg.io.images.read_image` reads, DICOM included)
+        ``image`` is a file path (any format :func:`medseg.io.formats.read_image` reads, DICOM included)
         or a numpy array:
 
         - shape ``(H, W)`` or ``(H, W, 1)`` grey, ``(H, W, 3)`` colour, ``(H, W, 4)`` colour + alpha
@@ -296,7 +297,7 @@ class Predictor:
         folder or a list of image files.
 
         ``qc`` (needs TTA) scores each image's member disagreement into ``result.qc``
-        (:func:`medseg.evaluation.qc.qc_score`).
+        (:func:`medseg.inference.tta.qc_score`).
 
         Reading (one batch ahead), computing and writing (post-processing included) overlap; at most
         two batches wait to be written, so memory does not grow with the number of images.
@@ -318,7 +319,7 @@ class Predictor:
             for r in self.iter_results(files, uncertainty=uncertainty or qc, on_error=failed):
                 target = output_paths(r.path, out_dir)[0]
                 if qc:
-                    from medseg.evaluation.qc import qc_score
+                    from medseg.inference.tta import qc_score
 
                     result.qc.append((r.path.name, qc_score(r.proba, r.uncertainty, self.threshold)))
                     r = r if uncertainty else Prediction(r.path, r.image, r.proba)

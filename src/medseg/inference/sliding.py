@@ -18,23 +18,6 @@ from medseg.config import Config
 from medseg.inference.tta import Backend, MemberStats, TTAPlan, channels_last, flip_members
 
 
-def typical_long_side(pairs, limit: int = 200) -> int | None:
-    """Median long side (px) of up to ``limit`` images of ``pairs`` (evenly spread); None if none opens."""
-    from medseg.data.readers import pair_image_size
-    from medseg.errors import MedsegError
-
-    pairs = list(pairs)
-    if len(pairs) > limit:
-        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, limit).round().astype(int)]
-    sides = []
-    for pair in pairs:
-        try:
-            sides.append(max(pair_image_size(pair)))
-        except MedsegError:
-            continue
-    return int(np.median(sides)) if sides else None
-
-
 def choose_mode(height: int, width: int, config: Config) -> str:
     """letterbox or sliding for an image of ``height`` x ``width`` under ``config.infer.mode``."""
     mode = config.infer.mode

@@ -101,3 +101,34 @@ class MemberStats:
 def channels_last(proba: np.ndarray) -> np.ndarray:
     """(C, H, W) -> HxW for one class, HxWxC otherwise (the layout of letterbox/unletterbox)."""
     return proba[0] if proba.shape[0] == 1 else np.moveaxis(proba, 0, -1)
+
+
+#: member standard deviation from which a pixel counts as contested (:func:`qc_score`)
+STD_CUTOFF = 0.1
+
+
+def qc_score(proba: np.ndarray, std: np.ndarray, threshold: float = 0.5, roi: np.ndarray | None = None) -> float:
+    """The disagreement score of one image from its mean probability and member std (0 = the members
+    agree everywhere, 1 = they agree nowhere on the object)::
+
+        qc_score = |U| / |U ∪ F|      U = pixels whose member standard deviation >= STD_CUTOFF
+                                      F = pixels of the predicted mask (mean probability >= threshold)
+
+    i.e. the share of the predicted-or-contested region on which the members disagree; an image with
+    neither is 0. ``STD_CUTOFF`` = 0.1: one dissenting member out of nine already gives 0.31 on a hard
+    binary split, while members that agree up to a few percent of probability stay far below it. The
+    flag threshold is calibrated in :mod:`medseg.evaluation.qc`.
+
+    ``proba``/``std`` HxW (or HxWxC: foreground = argmax > 0, std = max over classes); ``roi`` limits
+    the pixels considered.
+    """
+    proba, std = np.asarray(proba), np.asarray(std)
+    if proba.ndim == 3:
+        fg, std = np.argmax(proba, axis=2) > 0, std.max(axis=2)
+    else:
+        fg = proba >= threshold
+    uncertain = std >= STD_CUTOFF
+    if roi is not None:
+        fg, uncertain = fg & roi, uncertain & roi
+    union = int(np.count_nonzero(uncertain | fg))
+    return 0.0 if union == 0 else float(np.count_nonzero(uncertain)) / union

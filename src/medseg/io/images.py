@@ -1,6 +1,6 @@
 """Read images and masks from ordinary image files (JPEG, PNG, TIFF, BMP, GIF) into numpy arrays.
 
-DICOM files are read through :mod:`medseg.io.dicom` (:func:`read_image` dispatches them).
+DICOM files are read by :mod:`medseg.io.dicom`; :func:`medseg.io.formats.read_image` reads any kind.
 
 Images come back as HxWx3 uint8 RGB:
 
@@ -219,26 +219,11 @@ def _unsupported_mode(what: str, path: str | Path, im: Image.Image, err: Excepti
     return DataError(f"{what} {path} has pixel mode {im.mode}, which cannot be converted ({err})")
 
 
-def is_dicom_path(path: str | Path) -> bool:
-    """True for ``.dcm`` files and for other non-image files that carry the DICOM 'DICM' marker."""
-    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-        return False
-    from medseg.io.dicom import is_dicom
-
-    return is_dicom(path)
-
-
-def read_image(path: str | Path, *, frame: int | None = None, window: str | None = None) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array; DataError naming the file if unreadable.
-
-    DICOM files (``.dcm`` or any file with the 'DICM' marker) go to :func:`medseg.io.dicom.read_dicom`:
-    ``frame`` (1-based, default the first) picks a frame of a multi-frame file and grey images are
-    windowed by ``window`` (None: the file's window, else automatic; see :mod:`medseg.io.windowing`).
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an ordinary image file (JPEG, PNG, TIFF, BMP, GIF; anything Pillow opens) as an HxWx3 uint8
+    RGB array; DataError naming the file if unreadable. Any image kind, DICOM included:
+    :func:`medseg.io.formats.read_image`.
     """
-    if is_dicom_path(path):
-        from medseg.io.dicom import read_dicom
-
-        return read_dicom(path, frame=frame, window=window)
     im = open_image(path)
     try:
         return to_rgb_array(im)

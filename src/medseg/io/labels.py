@@ -34,19 +34,23 @@ _POSITION_TOLERANCE = 0.05  # mm: a SEG frame and a source frame at the same pla
 _SLICE_TOLERANCE = 0.1  # fraction of a slice: how far between two volume slices a frame may lie
 
 
-def label_kind(path: str | Path) -> str | None:
-    """"seg", "volume", "labelme" or None (not a label file) from the file name (SEG: its header)."""
-    name = Path(path).name.lower()
-    if name.endswith(VOLUME_SUFFIXES):
-        return "volume"
-    if name.endswith(".json"):
-        return "labelme"
-    if name.endswith(".dcm"):
-        try:
-            return "seg" if read_dataset(path, pixels=False).get("SOPClassUID") == SEG_SOP_CLASS else None
-        except DataError:
-            return None
-    return None
+def is_seg(path: str | Path) -> bool:
+    """True for a ``.dcm`` file whose header says DICOM SEG (Segmentation Storage SOP class)."""
+    if not Path(path).name.lower().endswith(".dcm"):
+        return False
+    try:
+        return read_dataset(path, pixels=False).get("SOPClassUID") == SEG_SOP_CLASS
+    except DataError:
+        return False
+
+
+def is_labelme(path: str | Path) -> bool:
+    """True for a JSON file that holds LabelMe ``shapes`` and ``imageHeight`` (read as text, not parsed)."""
+    try:
+        head = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return '"shapes"' in head and '"imageHeight"' in head
 
 
 def _cache_key(path: str | Path) -> tuple[str, float]:
@@ -183,7 +187,7 @@ def volume_labels(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
     volume are 0), or None when the frame's rectangle lies wholly outside the volume's extent.
 
     A volume cropped to its labelled region (3D Slicer) covers only some frames; callers that know the
-    volume belongs to the frame's series give the others empty masks (:func:`labels_for_series`).
+    volume belongs to the frame's series give the others empty masks (:func:`medseg.io.formats.labels_for_frames`).
     DataError when the frame lies between two slices of the volume (it was made on another series).
     """
     import SimpleITK as sitk
@@ -283,33 +287,9 @@ def read_labelme(path: str | Path, classes: dict[str, int] | None = None) -> tup
 
 def class_names(path: str | Path) -> dict[int, str]:
     """The label values a SEG or label volume uses, with their names (segment labels for a SEG)."""
-    if label_kind(path) == "seg":
+    if is_seg(path):
         return {s.number: s.label for s in read_seg(path).segments}
     import SimpleITK as sitk
 
     values = np.unique(sitk.GetArrayViewFromImage(_read_volume(*_cache_key(path))))
     return {int(v): f"label {int(v)}" for v in values if v > 0}
-
-
-def labels_for_series(path: str | Path, frames: list[DicomFrame]) -> list[np.ndarray | None]:
-    """Label maps for the frames of one series from a SEG or label volume (None: not covered).
-
-    A label volume that covers at least one frame of the series is in that series' frame of reference;
-    its other frames, outside the volume's (cropped) extent, get empty masks: the region outside a
-    label volume is background. DataError as :func:`labels_for_frame`.
-    """
-    out = [labels_for_frame(path, f) for f in frames]
-    if label_kind(path) == "volume" and any(o is not None for o in out):
-        out = [np.zeros((f.rows, f.columns), np.uint8) if o is None else o for o, f in zip(out, frames, strict=True)]
-    return out
-
-
-def labels_for_frame(path: str | Path, frame: DicomFrame) -> np.ndarray | None:
-    """The label map for one DICOM ``frame`` from a SEG or a label volume; None when not covered."""
-    kind = label_kind(path)
-    if kind == "seg":
-        return read_seg(path).for_frame(frame)
-    if kind == "volume":
-        return volume_labels(path, frame)
-    raise DataError(f"{path} is not a label file for DICOM images (expected a DICOM SEG, "
-                    f"{', '.join(VOLUME_SUFFIXES)})")

@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 from medseg.data.pairs import Pair
 from medseg.data.readers import load_pair_mask, read_pair_image
 from medseg.errors import DataError
-from medseg.io.images import IMAGE_SUFFIXES, is_dicom_path, open_image
+from medseg.io.dicom import is_dicom
+from medseg.io.images import IMAGE_SUFFIXES, open_image
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _figures(pair: Pair, seed: int, invert: bool) -> _ImageFigures:
                         f"{image.shape[1]}x{image.shape[0]}")
     fg = labels > 0
     modality = spacing = values = None
-    if is_dicom_path(pair.image):
+    if is_dicom(pair.image):
         modality, spacing, raw = _dicom_facts(pair)
         if raw is not None:
             values = _sample(raw.reshape(-1), rng)

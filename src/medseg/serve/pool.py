@@ -28,7 +28,7 @@ import numpy as np
 
 from medseg.config import build_config
 from medseg.errors import MedsegError
-from medseg.evaluation.qc import qc_score
+from medseg.inference.tta import qc_score
 from medseg.serve.security import REQUEST_ID, UploadError
 from medseg.serve.uploads import Upload, decode_upload
 

@@ -1,7 +1,7 @@
 """Uploaded bytes -> RGB frames, read exactly as ``medseg predict`` reads the same file from disk.
 
 The bytes are written to a private temporary file named by their sniffed kind and read with the same
-readers the command line uses: :func:`medseg.io.images.read_image` for images, and for DICOM the
+readers the command line uses: :func:`medseg.io.formats.read_image` for images, and for DICOM the
 series reader's path (every frame, grey frames windowed by the run's ``data.window``, as
 ``medseg predict`` does for DICOM input). Error messages name "the upload", never a path or a tag value.
 """
@@ -43,7 +43,7 @@ def decode_upload(data: bytes, kind: str, workdir: Path, *, window=None) -> Uplo
     try:
         if kind == "dicom":
             return _decode_dicom(path, window)
-        from medseg.io.images import read_image
+        from medseg.io.formats import read_image
 
         return Upload(kind, [read_image(path)])
     except UploadError:
