@@ -16,8 +16,8 @@ from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from medseg.catalog import describe  # noqa: E402
 from medseg.config import ModelConfig  # noqa: E402
-from medseg.models.catalog import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## PSPNet backbones (params and GFLOPs)"

@@ -2,16 +2,19 @@
 
 Every ``import medseg.x`` / ``from medseg.x import y`` in ``src/medseg`` counts, at module level or
 inside a function (a function-level import still ties the two modules together; it only hides the
-cycle until the function runs). Relative imports are resolved the same way.
+cycle until the function runs). Relative imports are resolved the same way. Imports under
+``if TYPE_CHECKING:`` are for type checkers only, never run, and do not count.
 
 The layers, lowest first; a module may import its own layer and the layers below it, never above::
 
     _version, errors, _compat, registry   leaves: version string, error types, import order, Registry
-    io                                     files in and out by kind (images, DICOM, labels, atomic writes)
-    config                                 pydantic settings (reads io.windowing / io.files)
-    data, convert                          discovery, checks, splits, samples; DICOM -> PNG conversion
-    models                                 architectures, encoder weights, model catalog
+    io                                     files in and out by kind (formats, images, DICOM, labels, writes)
+    data, convert                          discovery, checks, splits, samples, augmentations; DICOM -> PNG
+    models                                 architectures, encoder weights
     losses, metrics                        training objectives; per-image scores and their accumulators
+    config                                 pydantic settings, validated against the registries below it
+                                           (architectures, encoders, losses, augmentations)
+    catalog                                the ``medseg models`` table (builds configs and models)
     engine                                 training loop, checkpoints, runtime, distributed, CV plan
     inference                              Predictor, TTA, sliding windows, post-processing, tuning
     evaluation                             evaluate, statistics, report, QC calibration, cross-validation
@@ -39,10 +42,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 LAYERS: list[set[str]] = [
     {"_version", "errors", "_compat", "registry"},
     {"io"},
-    {"config"},
     {"data", "convert"},
     {"models"},
     {"losses", "metrics"},
+    {"config"},
+    {"catalog"},
     {"engine"},
     {"inference"},
     {"evaluation"},
@@ -83,13 +87,23 @@ def _modules(root: Path) -> dict[str, Path]:
     return out
 
 
+def _runtime_nodes(node: ast.AST):
+    """Every node of ``node``'s tree except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for c in child.orelse for n in (c, *_runtime_nodes(c)))
+            continue
+        yield child
+        yield from _runtime_nodes(child)
+
+
 def import_edges(root: Path = SRC) -> list[Edge]:
     """Every medseg -> medseg import in the package at ``root`` (module and function level)."""
     modules = _modules(root)
     edges = []
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -217,3 +231,14 @@ def test_a_new_top_level_module_needs_a_layer(tmp_path):
     shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "newthing.py").write_text("X = 1\n", encoding="utf-8")
     assert any("newthing" in p and "has no layer" in p for p in problems(root))
+
+
+def test_type_checking_imports_do_not_count(tmp_path):
+    root = tmp_path / "medseg"
+    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
+    files = root / "io" / "files.py"
+    files.write_text(files.read_text(encoding="utf-8") + "\n\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                     "    from medseg.serve import app\nelse:\n    from medseg.engine import train\n", encoding="utf-8")
+    found = problems(root)
+    assert not any("medseg.serve" in p for p in found)
+    assert any("medseg.io.files imports medseg.engine" in p for p in found)  # the else branch runs

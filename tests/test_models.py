@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medseg.catalog import describe
 from medseg.config import ModelConfig
 from medseg.errors import ConfigError, WeightsError
 from medseg.models import ARCHS, SegOutputs, create_model, freeze_encoder, main_logits, unfreeze_encoder
-from medseg.models.catalog import describe
 from medseg.models.freeze import encoder_layers, encoder_stages
 from medseg.models.summary import model_summary
 from medseg.models.weights import load_encoder_weights

@@ -9,7 +9,7 @@ import pytest
 
 import medseg
 from medseg.config import build_config, preset_names
-from medseg.data.transforms import AUGMENTATIONS
+from medseg.data.augmentations import AUGMENTATIONS
 
 FAST = ["data.image_size=64", "model.encoder_weights=none", "train.batch_size=4", "train.precision=fp32"]
 TUTORIAL_PRESETS = ["isic-deeplabv3", "dicom-vgg16-unet", "isic-unet", "dicom-pspnet"]

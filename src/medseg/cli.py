@@ -640,7 +640,7 @@ def serve(
 # --------------------------------------------------------------------------------- presets / models
 @app.command()
 def presets() -> None:
-    """List the named configurations, and which to choose on a CPU.
+    """List the named configurations, which to choose on a CPU, and the loss and augmentation names.
 
     \b
     Examples:
@@ -659,6 +659,16 @@ def presets() -> None:
     narrow.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 4-minute synthetic "
                  "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
                  "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
+    from medseg.data.augmentations import AUGMENTATIONS
+    from medseg.losses import LOSSES
+
+    for registry, key in ((LOSSES, "loss.name"), (AUGMENTATIONS, "train.augment")):
+        names = Table(title=f"{registry.kind}s (--set {key}=NAME)")
+        names.add_column("name")
+        names.add_column("description")
+        for name, desc in registry.describe().items():
+            names.add_row(name, desc)
+        narrow.print(names)
 
 
 def _narrow_console() -> Console:
@@ -694,7 +704,7 @@ def models(
     """
     from tqdm.auto import tqdm
 
-    from medseg.models.catalog import architecture_rows, download_weights, encoder_names
+    from medseg.catalog import architecture_rows, download_weights, encoder_names
     from medseg.models.factory import ARCHS
 
     to = out or to

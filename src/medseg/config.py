@@ -14,11 +14,21 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from medseg.data.augmentations import AUGMENTATIONS
 from medseg.errors import ConfigError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _registered(value: str, names: list[str]) -> str:
+    """``value`` when it is one of ``names`` (a registry's), else the error a Literal field gives."""
+    if value not in names:
+        raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                  {"expected": ", ".join(repr(n) for n in names)})
+    return value
 
 
 class Section(BaseModel):
@@ -98,10 +108,19 @@ class ModelConfig(Section):
     def _none_string(cls, v: Any) -> Any:
         return None if isinstance(v, str) and v.lower() in {"none", "null", ""} else v
 
+    @model_validator(mode="after")
+    def _known_names(self) -> ModelConfig:
+        """An unknown architecture or encoder, or an option the architecture does not use, is refused
+        here, when the config is built, before any image is read (medseg.models.factory.check_names)."""
+        from medseg.models.factory import check_names  # imports torch: only when a model is named
+
+        check_names(self)
+        return self
+
 
 class LossConfig(Section):
     # binary (1 output channel, sigmoid) or multiclass (K channels, softmax) follows the model (medseg/losses.py)
-    name: Literal["dice_bce", "dice_ce", "dice", "ce", "focal", "tversky", "dice_focal"] = "dice_bce"
+    name: str = Field("dice_bce", description="a loss of medseg.losses.LOSSES (`medseg presets` lists them)")
     dice_weight: float = Field(1.0, ge=0, description="dice_bce / dice_ce: weight of the Dice term")
     bce_weight: float = Field(1.0, ge=0, description="dice_bce / dice_ce: weight of the cross-entropy (BCE/CE) term")
     alpha: float = Field(0.5, ge=0, le=1, description="dice_focal: alpha * Dice + (1 - alpha) * focal")
@@ -118,6 +137,13 @@ class LossConfig(Section):
     deep_supervision_weights: list[float] | None = Field(
         None, description="main + auxiliary output weights (default 1, 1/2, 1/4, 1/8, normalised)")
     edge_weight: float = Field(1.0, ge=0, description="weight of the edge-head loss (model.edge_head)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        from medseg.losses import LOSSES  # imports torch: only when a loss is named
+
+        return _registered(v, LOSSES.names())
 
 
 class OptimConfig(Section):
@@ -143,8 +169,8 @@ class OptimConfig(Section):
         return self
 
 
-Augment = Literal["none", "low", "mid", "high", "deeplab-isic", "keras-vgg", "unet-isic", "pspnet-low", "pspnet-mid",
-                  "pspnet-high"]
+#: ``train.augment`` values: the names registered in :data:`medseg.data.augmentations.AUGMENTATIONS`.
+Augment = Literal[tuple(AUGMENTATIONS.names())]
 
 
 class StageConfig(Section):
@@ -228,7 +254,7 @@ class Config(Section):
     name: str = "custom"
     description: str = ""
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)  # built (and checked) per Config
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()

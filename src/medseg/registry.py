@@ -46,3 +46,6 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+    def __iter__(self):
+        return iter(self.names())

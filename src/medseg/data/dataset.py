@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from medseg.data.augmentations import build_augmentation
 from medseg.data.geometry import letterbox
 from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
-from medseg.data.transforms import build_augmentation
 
 
 def load_letterboxed(pair: Pair, size: int, window: str | None = None,

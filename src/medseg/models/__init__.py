@@ -3,8 +3,8 @@
 Files: ``smp_arch`` (segmentation-models-pytorch architectures), ``classic_unet``, ``vgg_unet``
 (transposed-conv decoder), ``pspnet`` (configurable bins), ``attention`` (CBAM), ``heads`` (deep
 supervision, edge head, :class:`SegOutputs`), ``base`` (the common forward), ``freeze``, ``summary``
-(parameters, GFLOPs), ``weights`` (encoder weights), ``catalog`` (the ``medseg models`` table, encoder
-names, weights download).
+(parameters, GFLOPs), ``weights`` (encoder weights), and :mod:`medseg.catalog` above
+them (the ``medseg models`` table, encoder names, weights download).
 """
 
 from __future__ import annotations

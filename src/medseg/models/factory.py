@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medseg.errors import ConfigError
-from medseg.models.smp_arch import SKIP_ARCHS, SMP_ARCHS, build_smp
+from medseg.models.smp_arch import SKIP_ARCHS, SMP_ARCHS, build_smp, check_encoder
 from medseg.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,15 @@ def check_options(cfg: ModelConfig) -> None:
         if getattr(cfg, key) != fields[key].default and key not in info.options:
             users = [n for n, i in ARCHS.items() if key in i.options]
             raise ConfigError(f"model.{key} does not apply to {cfg.arch}; it applies to {', '.join(users)}")
+
+
+def check_names(cfg: ModelConfig) -> None:
+    """ConfigError for an unknown architecture, an option it does not use, or an encoder an SMP
+    architecture cannot take; run by :class:`~medseg.config.ModelConfig` validation, so a bad name
+    fails when the config is built, before any data is read."""
+    check_options(cfg)
+    if cfg.arch in SMP_ARCHS:
+        check_encoder(cfg.arch, cfg.encoder)
 
 
 def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:

@@ -97,20 +97,12 @@ def _unet_decode_levels(decoder: nn.Module, features: list[torch.Tensor]) -> tup
 def build_smp(arch: str, *, encoder: str, in_channels: int, classes: int, attention: str = "none",
               deep_supervision: bool = False, edge_head: bool = False, **smp_kwargs) -> SMPSegmenter:
     """Build SMP architecture ``arch`` (a key of :data:`SMP_ARCHS`) with random weights."""
-    from medseg.errors import ConfigError, did_you_mean
+    from medseg.errors import ConfigError
 
+    check_encoder(arch, encoder)
     smp = smp_module()
     if arch == "dpt":
-        if not encoder.startswith("tu-"):
-            raise ConfigError(f"dpt needs a ViT encoder from timm (e.g. tu-vit_small_patch16_224), not {encoder!r}")
         smp_kwargs.setdefault("dynamic_img_size", True)  # any input size, not only the pretraining size
-    elif encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
-        hint = did_you_mean(encoder, smp.encoders.get_encoder_names())
-        raise ConfigError(f"unknown encoder {encoder!r} for {arch}{hint}; use an SMP encoder "
-                          "(e.g. resnet34, efficientnet-b0, mobilenet_v2) or tu-<timm model name> "
-                          "(medseg models --encoders PATTERN lists them)")
-    if encoder.startswith("tu-"):
-        check_timm_name(encoder)
     cls = getattr(smp, SMP_ARCHS[arch][0])
     try:
         model = cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes,
@@ -119,6 +111,23 @@ def build_smp(arch: str, *, encoder: str, in_channels: int, classes: int, attent
         raise ConfigError(f"{arch} cannot be built with encoder {encoder!r}: {err}") from None
     return SMPSegmenter(arch, model, classes=classes, attention=attention, deep_supervision=deep_supervision,
                         edge_head=edge_head)
+
+
+def check_encoder(arch: str, encoder: str) -> None:
+    """ConfigError, with a did-you-mean, when SMP architecture ``arch`` cannot take ``encoder``: not an SMP
+    encoder nor ``tu-<timm model>``, or (dpt) not a timm ViT."""
+    from medseg.errors import ConfigError, did_you_mean
+
+    if arch == "dpt" and not encoder.startswith("tu-"):
+        raise ConfigError(f"dpt needs a ViT encoder from timm (e.g. tu-vit_small_patch16_224), not {encoder!r}")
+    if encoder.startswith("tu-"):
+        check_timm_name(encoder)
+        return
+    names = smp_module().encoders.get_encoder_names()
+    if encoder not in names:
+        raise ConfigError(f"unknown encoder {encoder!r} for {arch}{did_you_mean(encoder, names)}; use an SMP encoder "
+                          "(e.g. resnet34, efficientnet-b0, mobilenet_v2) or tu-<timm model name> "
+                          "(medseg models --encoders PATTERN lists them)")
 
 
 def check_timm_name(encoder: str) -> None:

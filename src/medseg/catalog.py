@@ -1,7 +1,8 @@
 """What models exist and how to get their weights: the per-architecture table of ``medseg models``, encoder
 names by pattern, and fetching an encoder's ImageNet weights for offline use.
 
-Sits above ``factory`` (it builds models) and ``weights`` (it fetches them); nothing in ``models`` imports it.
+Sits above ``medseg.models`` and ``medseg.config`` (it builds model configs and models); only the CLI and
+bench/ use it.
 """
 
 from __future__ import annotations
