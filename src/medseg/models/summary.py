@@ -3,7 +3,7 @@
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one image in eval mode: a
 multiply-add counts as 2 FLOPs (papers that quote "FLOPs" from fvcore/thop count multiply-adds, i.e.
 half these numbers); only convolutions and matrix products are counted, not activations,
-normalisation or pooling. ``medseg.models.catalog`` builds the per-architecture table from these.
+normalisation or pooling. ``medseg.catalog`` builds the per-architecture table from these.
 """
 
 from __future__ import annotations
