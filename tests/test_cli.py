@@ -68,7 +68,7 @@ def test_data_check_exit_codes(tiny_dataset, tmp_path):
 @pytest.mark.slow
 def test_train_evaluate_predict_commands(tiny_dataset, tmp_path):
     sets = [a for s in TINY for a in ("--set", s)]
-    r = run("train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--epochs", "1", *sets)
+    r = run("train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--preset", "default", "--epochs", "1", *sets)
     assert r.returncode == 0, r.stderr
     r = run("evaluate", str(tmp_path / "run"), str(tiny_dataset), "--split", "test")
     assert r.returncode == 0, r.stderr

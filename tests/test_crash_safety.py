@@ -44,7 +44,8 @@ def limit_file_size(limit: int):
 
 def train_cmd(data: Path, run: Path, epochs: int, *extra: str) -> list[str]:
     sets = [a for o in TINY for a in ("--set", o)]
-    return [sys.executable, "-m", "medseg", "train", str(data), "--out", str(run), "--epochs", str(epochs),
+    return [sys.executable, "-m", "medseg", "train", str(data), "--out", str(run), "--preset", "default", "--epochs",
+            str(epochs),
             *sets, *extra]
 
 

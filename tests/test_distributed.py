@@ -139,7 +139,8 @@ def test_two_nodes_match_one_process_and_resume_into_one(odd_data, tmp_path):
     one = train(odd_data, tmp_path / "one", config="default", overrides=TINY + ["train.epochs=2"], progress=False)
     port = free_port()
     args = ["--nnodes=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=medseg-test",
-            "-m", "medseg", "-q", "train", str(odd_data), "--out", str(tmp_path / "two"), "--epochs", "2",
+            "-m", "medseg", "-q", "train", str(odd_data), "--out", str(tmp_path / "two"), "--preset", "default",
+            "--epochs", "2",
             *sets(TINY)]
     nodes = [subprocess.Popen(torchrun(*args, nproc=1), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
@@ -163,7 +164,8 @@ def test_two_nodes_match_one_process_and_resume_into_one(odd_data, tmp_path):
 def test_sigterm_mid_epoch_saves_resume_state_and_exits_0(odd_data, tmp_path):
     run = tmp_path / "run"
     log = tmp_path / "train.log"
-    cmd = [sys.executable, "-m", "medseg", "train", str(odd_data), "--out", str(run), "--devices", "2",
+    cmd = [sys.executable, "-m", "medseg", "train", str(odd_data), "--out", str(run), "--preset", "default",
+           "--devices", "2",
            "--epochs", "1", *sets(TINY + ["data.image_size=64", "train.batch_size=1", "train.effective_batch_size=2"])]
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, env=env(), stdout=f, stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ def test_dir_medseg_holds_only_the_api():
     assert dir(medseg) == ["__version__", "evaluate", "load", "train"]
 
 
-@pytest.mark.parametrize("name", ["load", "train", "evaluate"])
+@pytest.mark.parametrize("name", ["load", "train", "evaluate", "plan"])
 def test_api_functions_have_real_signatures_and_docstrings(name):
     fn = getattr(medseg, name)
     sig = inspect.signature(fn)

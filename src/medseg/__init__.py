@@ -5,6 +5,8 @@ Public API::
     import medseg
     run = medseg.train("data/isic", "runs/isic", time_budget=20)  # trains, returns the run folder
     summary = medseg.evaluate("runs/isic", "data/isic")             # metrics on the validation split
+    planned = medseg.plan("data/isic", budget_min=20)               # fingerprint + machine -> config
+    planned.write("plan.yaml")                                      # plan YAML + plan_report.md
     predictor = medseg.load("runs/isic")                            # run folder, checkpoint or exported .onnx
     mask = predictor.predict("ISIC_0000001.jpg")                    # HxW uint8 {0, 255}, the input's size
 """
@@ -21,7 +23,15 @@ if _typing.TYPE_CHECKING:
 
 from medseg._version import __version__
 
-__all__ = ["__version__", "evaluate", "load", "train"]
+__all__ = ["__version__", "evaluate", "load", "plan", "train"]
+
+
+def __getattr__(name: str):
+    if name == "plan":  # the package medseg.plan is callable: medseg.plan(DATA, budget_min=20)
+        import medseg.plan
+
+        return medseg.plan
+    raise AttributeError(f"module 'medseg' has no attribute {name!r}")
 
 
 

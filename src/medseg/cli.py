@@ -153,6 +153,50 @@ def data_fingerprint(
         console.print(f"wrote {out}")
 
 
+# --------------------------------------------------------------------------------------------- plan
+@app.command("plan")
+def plan_command(
+    data: Annotated[Path | None, typer.Argument(metavar="DATA", help="dataset folder (as for `train`)")] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="training budget "
+                                                       "to plan for [default: 20]")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when available), cpu or cuda")]
+    = "auto",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="the plan YAML; plan_report.md and "
+                                      "machine.json go beside it")] = Path("plan.yaml"),
+    machine: Annotated[Path | None, typer.Option(metavar="FILE", help="machine description (machine.json of an "
+                                                 "earlier plan) instead of probing: same data + same "
+                                                 "description = same plan")] = None,
+    set_: SetOpt = None,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    manifest: ManifestOpt = None,
+) -> None:
+    """Plan training from the data and this machine: fingerprint, speed probe, then a config with reasons.
+
+    Prints the dataset fingerprint and the plan, and writes the plan as a config YAML (every value with a
+    comment saying why), plan_report.md (the figures behind each choice, every candidate network and
+    side weighed) and machine.json. --set values go over the plan (data.invert_masks also applies to
+    the fingerprint). `medseg train DATA --plan FILE` trains it.
+
+    \b
+    Examples:
+      medseg plan data/isic --time-budget 20 -o runs/isic_plan.yaml
+      medseg plan data/isbi --set data.invert_masks=true -o isbi_plan.yaml
+      medseg plan data/drive --machine runs/isic_plan/machine.json --device cpu
+    """
+    from medseg.plan.run import plan_data
+
+    result = plan_data(data, budget_min=time_budget, device=device, images=images, masks=masks, manifest=manifest,
+                       overrides=list(set_ or []), machine=machine, progress=True)
+    for line in result.fingerprint.summary_lines() + [""] + result.machine.summary_lines() + [""]:
+        console.print(line, markup=False)
+    for line in result.summary_lines():
+        console.print(line, markup=False)
+    path = result.write(out)
+    console.print(f"wrote {path}, {path.parent / 'plan_report.md'} and {path.parent / 'machine.json'}; train it "
+                  f"with: medseg train DATA --plan {path}", markup=False)
+
+
 # ------------------------------------------------------------------------------------------ convert
 def _count(n: int, noun: str) -> str:
     """``1 mask``, ``3 masks`` (``noun`` singular)."""
@@ -228,6 +272,9 @@ def train(
                                                "[default: default]")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="YAML config file (over the "
                                                 "preset)")] = None,
+    plan: Annotated[Path | None, typer.Option("--plan", metavar="FILE", help="train a plan written by `medseg "
+                                              "plan` (edited or not); without --plan, --preset or --config, "
+                                              "the data is planned first")] = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="maximum number of epochs [default: the "
                                                "preset's; 100 for default, with early stopping]")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="stop cleanly "
@@ -248,6 +295,9 @@ def train(
 ) -> None:
     """Train a segmentation model; writes best.pt, last.pt, config.yaml, metrics.csv and curves.png.
 
+    Without --preset, --config or --plan the data and this machine are planned first (see `medseg
+    plan`; the budget is --time-budget, else 20 minutes) and RUN/plan.yaml + plan_report.md say why.
+
     With --folds K: K runs in RUN/fold_I (grouped, stratified by foreground size), then the folds that
     exist are gathered: RUN/cv_summary.json, RUN/eval_oof/, post-processing chosen out of fold.
 
@@ -259,22 +309,24 @@ def train(
     \b
     Examples:
       medseg train data/isic -o runs/isic --time-budget 20
-      medseg train data/isic -o runs/isic --devices 2 --set train.effective_batch_size=16
+      medseg train data/drive -o runs/drive --plan drive_plan.yaml
+      medseg train data/isic -o runs/isic --preset default --devices 2 --set train.effective_batch_size=16
       torchrun --nproc-per-node 4 -m medseg train data/isic -o runs/isic
       medseg train data/isic -o runs/cv --folds 5 --group-by patient_id
     """
     from medseg.engine.distributed import launch, under_torchrun
-
-    if devices > 1 and not under_torchrun():
-        raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
-    from medseg.engine.train import train as run_train
 
     overrides = list(set_ or [])
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
     if time_budget is not None:
         overrides.append(f"train.time_budget_min={time_budget}")
+    config, preset, planned = _plan_for_train(source, out, preset, config, plan, overrides, resume, overwrite)
+    if devices > 1 and not under_torchrun():
+        argv = _without_option(sys.argv[1:], "--devices")
+        raise typer.Exit(launch(devices, argv + (["--plan", str(planned)] if planned and not plan else [])))
     from medseg.config import build_config
+    from medseg.engine.train import train as run_train
 
     settings = build_config(preset, config) if preset and config else config or preset  # --config over --preset
     if folds is not None or fold is not None or group_by is not None:
@@ -289,6 +341,32 @@ def train(
     run = run_train(source, out, config=settings, overrides=overrides, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
         console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
+
+
+def _plan_for_train(source, out: Path, preset, config, plan, overrides, resume, overwrite):
+    """(config file, preset, plan file) for `medseg train`: --plan is the config; neither --preset nor
+    --config: plan now into RUN/plan.yaml (one process: torchrun ranks train the default preset)."""
+    from medseg.engine.distributed import under_torchrun
+    from medseg.plan.run import copy_plan_into_run, plan_into_run
+
+    if plan is not None:
+        if preset is not None or config is not None:
+            raise MedsegError("--plan is a config of its own: give --plan, or --preset/--config, not both")
+        if os.environ.get("RANK", "0") == "0":
+            copy_plan_into_run(plan, out)
+        return plan, None, plan
+    if preset is not None or config is not None or resume:
+        return config, preset, None
+    if under_torchrun() or ((out / "last.pt").exists() and not overwrite):
+        if under_torchrun():
+            logging.getLogger("medseg").warning("under torchrun the data is not planned (every rank would probe "
+                                                "alone): training the default preset; plan first with `medseg "
+                                                "plan` and pass --plan")
+        return None, "default", None
+    planned = plan_into_run(out, source.root, overrides=overrides, images=source.images, masks=source.masks,
+                            manifest=source.manifest)
+    console.print(f"planned: {planned} (why: {planned.parent / 'plan_report.md'})")
+    return planned, None, planned
 
 
 # ----------------------------------------------------------------------------------------- evaluate

@@ -111,3 +111,40 @@ def build_augmentation(name: str, size: int = 256):
     """The albumentations ``Compose`` registered as ``name`` for ``size`` x ``size`` images (None for
     ``none``); ConfigError listing the names when ``name`` is unknown."""
     return AUGMENTATIONS.build(name, size=size)
+
+
+# ---- by modality, as the planner picks them (medseg.plan.planner); flips and rot90 for every modality
+_NOISE_BLUR = "light Gaussian noise (std 1-5 % of the range) and blur"
+
+
+def _noise(A) -> list:
+    return [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.GaussianBlur(blur_limit=(3, 5), p=0.2)]
+
+
+@AUGMENTATIONS.register("photo", help=f"colour photographs: low + brightness/contrast 15 %, hue/saturation, {_NOISE_BLUR}")
+def _photo(size: int):
+    A = _albumentations()
+    return A.Compose(_flips(A) + [A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+                                  A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=0,
+                                                       p=0.3)] + _noise(A))
+
+
+@AUGMENTATIONS.register("grey", help=f"grey images: low + brightness/contrast 10 %, {_NOISE_BLUR}; no colour jitter")
+def _grey(size: int):
+    A = _albumentations()
+    return A.Compose(_flips(A) + [A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5)]
+                     + _noise(A))
+
+
+@AUGMENTATIONS.register("ct", help="windowed CT: low + intensity scaling (contrast 0.9-1.1, no shift: HU are "
+                        "calibrated) + light noise")
+def _ct(size: int):
+    A = _albumentations()
+    return A.Compose(_flips(A) + [A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.1, p=0.5),
+                                  A.GaussNoise(std_range=(0.01, 0.03), p=0.2)])
+
+
+@AUGMENTATIONS.register("flips-noise-blur", help=f"the issue-9 peer: low + {_NOISE_BLUR}")
+def _flips_noise_blur(size: int):
+    A = _albumentations()
+    return A.Compose(_flips(A) + _noise(A))

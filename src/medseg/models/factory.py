@@ -139,6 +139,32 @@ def _dicom_pspnet(cfg: ModelConfig) -> nn.Module:
         raise ConfigError(f"dicom-pspnet cannot be built with encoder {cfg.encoder!r}: {err}") from None
 
 
+# ---------------------------------------------------------------------------- MONAI networks (from scratch)
+def _no_encoder_options(cfg: ModelConfig) -> None:
+    if cfg.edge_head or cfg.freeze_layers or cfg.freeze_stages:
+        raise ConfigError(f"{cfg.arch} is a MONAI network without an encoder or edge head: model.edge_head, "
+                          "freeze_layers and freeze_stages do not apply")
+
+
+@_arch("monai_unet", "MONAI residual UNet: 5 levels of base..16*base channels (base_channels 32: 6.5 M "
+       "parameters; 16: 1.6 M), 2 residual units, instance norm (no encoder)", ("base_channels",),
+       default_encoder=None)
+def _monai_unet(cfg: ModelConfig) -> nn.Module:
+    from medseg.models.monai_arch import build_monai_unet
+
+    _no_encoder_options(cfg)
+    return build_monai_unet(cfg.in_channels, cfg.classes, base=_default(cfg, "base_channels", 32))
+
+
+@_arch("dynunet", "MONAI DynUNet (the nnU-Net network): 5 levels of base..16*base channels, instance norm, "
+       "deep supervision off (no encoder)", ("base_channels",), default_encoder=None)
+def _dynunet(cfg: ModelConfig) -> nn.Module:
+    from medseg.models.monai_arch import build_dynunet
+
+    _no_encoder_options(cfg)
+    return build_dynunet(cfg.in_channels, cfg.classes, base=_default(cfg, "base_channels", 32))
+
+
 # ---------------------------------------------------------------------------- building
 def check_options(cfg: ModelConfig) -> None:
     """Fail when ``cfg`` sets an option its architecture does not use."""

@@ -14,7 +14,8 @@ Figures (all in pixels of the stored image unless a unit is named):
   ImagerPixelSpacing (PS3.3 C.7.6.2.1.1 / C.8.11.4.1.1), None when no image has one.
 - ``intensity`` / ``intensity_foreground``: per channel mean, std and the 0.5/50/99.5 percentiles of
   the values the network is fed (uint8 after windowing), over all pixels and over foreground pixels;
-  ``modality_values``: the same over stored modality values (HU for CT) for DICOM data.
+  ``modality_values`` / ``modality_values_foreground``: the same over stored modality values (HU for
+  CT) for DICOM data, over all pixels and over foreground pixels.
 - ``classes``: label value -> fraction of all mask pixels; ``foreground_fraction`` per image.
 - ``objects_per_image`` and ``object_area``: connected components (8-connectivity) of the foreground.
 - ``structure_width``: the thin-structure measure. For each image, the median over medial-axis pixels
@@ -119,6 +120,7 @@ class Fingerprint:
     structure_width: Distribution | None
     structure_width_rel: Distribution | None
     unreadable: list[str] = field(default_factory=list)
+    modality_values_foreground: ChannelStats | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -197,6 +199,7 @@ class _ImageFigures:
     pixels: np.ndarray  # sampled pixels, N x C uint8
     fg_pixels: np.ndarray  # sampled foreground pixels, M x C
     values: np.ndarray | None  # sampled modality values (DICOM grey)
+    fg_values: np.ndarray | None  # sampled modality values of foreground pixels
     labels: Counter
     foreground: float
     objects: int
@@ -248,17 +251,19 @@ def _figures(pair: Pair, seed: int, invert: bool) -> _ImageFigures:
         raise DataError(f"mask {pair.mask} is {labels.shape[1]}x{labels.shape[0]} but image {pair.image} is "
                         f"{image.shape[1]}x{image.shape[0]}")
     fg = labels > 0
-    modality = spacing = values = None
+    modality = spacing = values = fg_values = None
     if is_dicom(pair.image):
         modality, spacing, raw = _dicom_facts(pair)
         if raw is not None:
             values = _sample(raw.reshape(-1), rng)
+            if raw.shape == fg.shape:
+                fg_values = _sample(raw[fg], rng)
     flat = image.reshape(-1, image.shape[2])
     components, n_objects = ndimage.label(fg, structure=np.ones((3, 3), bool))
     areas = np.bincount(components.reshape(-1))[1:].tolist() if n_objects else []
     widths = structure_widths(fg)
     return _ImageFigures(image.shape[0], image.shape[1], _sample(flat, rng), _sample(flat[fg.reshape(-1)], rng),
-                         values, Counter(dict(zip(*np.unique(labels, return_counts=True), strict=True))),
+                         values, fg_values, Counter(dict(zip(*np.unique(labels, return_counts=True), strict=True))),
                          float(fg.mean()), n_objects, areas, float(np.median(widths)) if widths.size else None,
                          modality, spacing)
 
@@ -304,6 +309,7 @@ def compute_fingerprint(pairs: list[Pair], *, max_images: int = 400, seed: int =
     pixels = np.concatenate([f.pixels for f in figures]).astype(np.float64)
     fg_pixels = np.concatenate([f.fg_pixels for f in figures]).astype(np.float64)
     values = [f.values for f in figures if f.values is not None]
+    fg_values = [f.fg_values for f in figures if f.fg_values is not None and len(f.fg_values)]
     spacings = [f.spacing for f in figures if f.spacing]
     label_counts = sum((f.labels for f in figures), Counter())
     total = sum(label_counts.values())
@@ -323,4 +329,5 @@ def compute_fingerprint(pairs: list[Pair], *, max_images: int = 400, seed: int =
         foreground_fraction=Distribution.of(f.foreground for f in figures),
         objects_per_image=Distribution.of(f.objects for f in figures),
         object_area=Distribution.of(areas), structure_width=Distribution.of(w for w, _ in widths),
-        structure_width_rel=Distribution.of(r for _, r in widths), unreadable=unreadable)
+        structure_width_rel=Distribution.of(r for _, r in widths), unreadable=unreadable,
+        modality_values_foreground=ChannelStats.of(np.concatenate(fg_values)) if fg_values else None)

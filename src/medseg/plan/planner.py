@@ -1,0 +1,278 @@
+"""The planner: dataset fingerprint + machine + time budget -> a training config, with a reason for each value.
+
+Every decision reads figures of the :class:`~medseg.plan.fingerprint.Fingerprint` and the
+:class:`~medseg.plan.machine.Machine`; no dataset is known by name. The rules, in order:
+
+1. **Resolution.** A structure must stay at least :data:`MIN_WIDTH_PX` px wide at the network's input
+   (the median medial-axis width, ``structure_width``). Whole images are letterboxed to one side when
+   that side keeps them so (large objects); thin structures or images longer than
+   :data:`LARGE_IMAGE_PX` are trained on random patches at the scale that keeps them, with a third of
+   the patches centred on foreground (nnU-Net's oversampling, Isensee et al. 2021) and sliding-window
+   inference at the same scale. Until the patch fields exist in the config (see :data:`FIELDS`), the
+   fallback letterboxes the whole image at that scale.
+2. **Network and input side, for the budget.** Each candidate (catalogue network x side) gets
+   ``steps = img/s x training seconds / batch`` from the machine's measured speed; the plan takes the
+   largest network, then the largest side, that still reaches :data:`TARGET_STEPS` optimiser steps
+   (the fastest one when none does). Pretrained encoders (weights on this machine) come first.
+3. **Recipe.** AdamW 1e-3 with cosine to zero on the elapsed-time fraction, short warm-up, batch 8
+   (CPU) / 16 (GPU), early stopping that cannot end the run before its budget, precision and
+   channels_last from the probe, augmentation by modality (photos: colour; grey: none; CT: intensity
+   scaling), multi-class: loss weights from class frequencies (inverse square root) and a
+   class-balanced sampler when a class is rare; DICOM CT: window = the 0.5-99.5 % foreground HU
+   percentiles (nnU-Net's CT clipping) unless the user gave one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from medseg.plan.catalogue import Network
+from medseg.plan.fingerprint import Fingerprint
+from medseg.plan.machine import Machine
+
+#: a structure narrower than this (px) at the network input is considered lost
+MIN_WIDTH_PX = 3.0
+#: images whose long side exceeds this (px) are trained on patches whatever their structures
+LARGE_IMAGE_PX = 1024
+#: letterboxing goes no lower than this side (px) unless the images are smaller
+LETTERBOX_FLOOR = 256
+#: candidate letterbox sides and patch sides (px, multiples of 32)
+SIDES = (128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024)
+PATCH_SIDES = (128, 192, 256, 320, 384, 512)
+#: optimiser steps a budget should give (the issue-9 peer made about this many on a bf16 CPU in 15 min)
+TARGET_STEPS = 600
+#: share of the budget left for training steps (loading, validation, checkpoints take the rest)
+TRAIN_SHARE = 0.8
+#: fraction of patches centred on foreground (nnU-Net: one third)
+FOREGROUND_OVERSAMPLE = 0.33
+#: EMA decay of the weights used for validation and the saved model
+EMA_DECAY = 0.999
+
+#: plan concepts -> config keys of the i9-patches branch. A key the config does not have (yet) is left out
+#: of the plan and listed under "pending" in its report; once the key exists it is emitted unchanged.
+FIELDS = {
+    "patch_size": "data.patch_size",
+    "scale": "data.scale",
+    "foreground_oversample": "data.foreground_oversample",
+    "ema": "train.ema",
+    "patience_min": "train.patience_min",
+    "val_every_s": "train.val_every_s",
+}
+
+
+def config_has(key: str) -> bool:
+    """Whether the dotted ``key`` (``data.patch_size``) is a field of :class:`~medseg.config.Config`."""
+    from medseg.config import Config
+
+    section, _, name = key.partition(".")
+    return name in Config.model_fields.get(section).annotation.model_fields \
+        if section in Config.model_fields else False
+
+
+@dataclass
+class Choice:
+    key: str  # dotted config key
+    value: Any
+    why: str
+
+
+@dataclass
+class Plan:
+    """The planned config (a nested dict for :func:`medseg.config.validate`) and why each value."""
+
+    choices: list[Choice] = field(default_factory=list)
+    pending: list[Choice] = field(default_factory=list)  # for config keys that do not exist yet
+    candidates: list[dict] = field(default_factory=list)  # every (network, side) weighed, with its steps
+    mode: str = "letterbox"  # what the config does: letterbox or patches
+    needs_patches: bool = False  # the data asks for patches (thin structures or large images)
+
+    def set(self, key: str, value: Any, why: str) -> None:
+        (self.choices if config_has(key) else self.pending).append(Choice(key, value, why))
+
+    def config_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in self.choices:
+            section, _, name = c.key.partition(".")
+            out.setdefault(section, {})[name] = c.value
+        return out
+
+    def value(self, key: str) -> Any:
+        return next((c.value for c in self.choices + self.pending if c.key == key), None)
+
+
+def _round32(x: float) -> int:
+    return max(32, int(math.ceil(x / 32.0)) * 32)
+
+
+def _steps(machine: Machine, net: Network, side: int, train_s: float, batch: int) -> float:
+    return machine.images_per_s(net.name, side) * train_s / batch
+
+
+def _pick(machine: Machine, networks: list[Network], sides: list[int], train_s: float, batch: int,
+          plan: Plan) -> tuple[Network, int, float]:
+    """Largest (pretrained first, then parameters, then side) candidate reaching TARGET_STEPS; else fastest."""
+    rows = []
+    for net in networks:
+        for side in sides:
+            steps = _steps(machine, net, side, train_s, batch)
+            rows.append((net, side, steps))
+            plan.candidates.append({"network": net.name, "params_m": net.params_m, "side": side,
+                                    "img_per_s": round(machine.images_per_s(net.name, side), 2),
+                                    "steps": int(steps)})
+    feasible = [r for r in rows if r[2] >= TARGET_STEPS]
+    if feasible:
+        return max(feasible, key=lambda r: (r[0].pretrained, r[0].params_m, r[1]))
+    return max(rows, key=lambda r: (r[2], -r[1]))
+
+
+def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: list[Network], *,
+              user: dict[str, Any] | None = None) -> Plan:
+    """Plan training of the fingerprinted data on ``machine`` within ``budget_min`` minutes.
+
+    ``networks``: the catalogue candidates (all must have speeds in ``machine``); ``user``: the user's own
+    settings (nested dict, e.g. from ``--set``), which the plan respects (a given ``data.window`` is
+    kept). Returns a :class:`Plan`; the same inputs always give the same plan.
+    """
+    user = user or {}
+    plan = Plan()
+    long_side = max(fp.height.median, fp.width.median)
+    n_train = max(1, round(fp.n_pairs * 0.8))
+    cuda = machine.device == "cuda"
+    batch = 16 if cuda and (machine.cuda_memory_gb or 0) >= 16 else 8
+    batch = max(2, min(batch, n_train))
+    train_s = budget_min * 60 * TRAIN_SHARE
+
+    # ---- 1. resolution: how far can the images shrink before the structures vanish?
+    width = fp.structure_width.median if fp.structure_width else None
+    if width:
+        keep_side = long_side * MIN_WIDTH_PX / width  # side at which the median structure is MIN_WIDTH_PX wide
+        width_note = (f"median structure width {width:.1f} px of a {long_side:.0f} px long side "
+                      f"(structure_width_rel {fp.structure_width_rel.median:.4f})")
+    else:
+        keep_side, width_note = 128.0, "no structure width (empty masks)"
+    thin = keep_side > LETTERBOX_FLOOR
+    large = long_side > LARGE_IMAGE_PX
+    plan.needs_patches = thin or large
+    patches_available = all(config_has(FIELDS[k]) for k in ("patch_size", "scale", "foreground_oversample"))
+    scale = min(1.0, keep_side / long_side)
+    native = _round32(long_side * scale)
+    if (thin or large) and patches_available:
+        plan.mode = "patches"
+        sides = [s for s in PATCH_SIDES if s <= max(native, PATCH_SIDES[0])]
+        why_mode = (f"{width_note}: the structures need a {keep_side:.0f} px side to stay {MIN_WIDTH_PX:g} px wide"
+                    if thin else f"images are large (long side {long_side:.0f} px > {LARGE_IMAGE_PX})")
+    else:
+        plan.mode = "letterbox"
+        if thin or large:
+            sides = [min(native, SIDES[-1])]
+            at = "native resolution" if scale >= 1 else f"scale {scale:.2f}"
+            why_mode = (f"{width_note}: {'large images' if large else 'thin structures'} call for patches at {at}; "
+                        f"whole images are letterboxed at {at} instead (the patch fields {FIELDS['patch_size']}, "
+                        f"{FIELDS['scale']} are not in this config yet)")
+        else:
+            # not below the structures' side, nor below 256 px (the side where letterboxing is known to work)
+            # unless the images are smaller; larger sides only when the budget affords them
+            lo = max(_round32(keep_side), min(LETTERBOX_FLOOR, _round32(long_side)))
+            sides = [s for s in SIDES if lo <= s <= max(lo, min(_round32(long_side), 512))] or [lo]
+            why_mode = f"{width_note}: objects survive letterboxing to {lo} px or more"
+
+    # ---- 2. network and side for the budget
+    net, side, steps = _pick(machine, networks, sides, train_s, batch, plan)
+    ips = machine.images_per_s(net.name, side)
+    epochs_expected = ips * train_s / n_train
+    speed = (f"{ips:.3g} img/s on this {machine.device} ({machine.precision}) -> about {int(steps)} optimiser steps "
+             f"of {batch} and {epochs_expected:.1f} epochs of ~{n_train} training images in "
+             f"{train_s / 60:.1f} of {budget_min:g} min")
+    reach = (f"the largest candidate reaching {TARGET_STEPS} steps" if steps >= TARGET_STEPS else
+             f"no candidate reaches {TARGET_STEPS} steps; the fastest")
+    plan.set("model.arch", net.model["arch"], f"{net.label}: {reach}; {speed}")
+    for key, value in net.model.items():
+        if key not in ("arch", "encoder_weights"):
+            plan.set(f"model.{key}", value, f"part of network {net.name}")
+    if plan.mode == "patches":
+        plan.set("data.image_size", side, "patch side (the network input)")
+        plan.set(FIELDS["patch_size"], side, f"{why_mode}; largest patch affordable: {speed}")
+        plan.set(FIELDS["scale"], round(scale, 3), f"resampling factor keeping the median structure "
+                 f">= {MIN_WIDTH_PX:g} px ({width_note})")
+        plan.set(FIELDS["foreground_oversample"], FOREGROUND_OVERSAMPLE, "nnU-Net samples a third of patches "
+                 "around foreground")
+    else:
+        plan.set("data.image_size", side, f"letterbox: {why_mode}; {speed}")
+
+    # ---- 3. recipe
+    plan.set("train.batch_size", batch, f"{'GPU with >= 16 GB' if batch == 16 else 'CPU'}: the peer's batch "
+             f"of 8, 16 on a large GPU; at most the ~{n_train} training images")
+    plan.set("train.time_budget_min", budget_min, "the budget")
+    plan.set("train.epochs", 10_000, "the budget ends training, not an epoch count")
+    plan.set("train.patience", max(15, int(epochs_expected) + 1),
+             f"more than the {epochs_expected:.1f} epochs the budget allows: epoch-counted patience must not "
+             "end a short run early")
+    plan.set(FIELDS["patience_min"], round(budget_min / 3, 2), "early stopping after a third of the budget "
+             "without a better val Dice")
+    plan.set(FIELDS["val_every_s"], round(max(30.0, budget_min * 60 / 20), 1), "about 20 validations per run")
+    plan.set(FIELDS["ema"], EMA_DECAY, "EMA of the weights for validation and the saved model")
+    plan.set("optim.name", "adamw", "AdamW, the from-scratch recipe of the issue-9 peer")
+    lr = 1e-4 if net.pretrained else 1e-3
+    plan.set("optim.lr", lr, "pretrained encoder: 1e-4" if net.pretrained else "from scratch: 1e-3")
+    plan.set("optim.weight_decay", 1e-4, "light regularisation")
+    plan.set("optim.schedule", "cosine", "cosine on the elapsed fraction of the budget")
+    plan.set("optim.min_lr", 0.0, "cosine to zero at the end of the budget")
+    warmup = round(min(1.0, 0.05 * epochs_expected), 2)
+    plan.set("optim.warmup_epochs", warmup, f"about 5 % of the {epochs_expected:.1f} expected epochs (at most 1)")
+    precision = "auto" if cuda else machine.precision
+    plan.set("train.precision", precision, "GPU: autocast" if cuda else
+             (f"bf16 matmul {machine.bf16_speedup}x fp32 on this CPU" if precision == "bf16" else
+              f"this CPU has no fast bf16 (native {machine.bf16_native}, matmul {machine.bf16_speedup}x fp32)"))
+    plan.set("train.channels_last", "auto" if cuda else ("on" if machine.channels_last else "off"),
+             "with bf16 autocast channels_last is faster on CPU; contiguous otherwise")
+    plan.set("model.encoder_weights", net.model.get("encoder_weights"),
+             "ImageNet weights found on this machine" if net.pretrained else "from scratch (MONAI network)")
+
+    # augmentation by modality
+    if fp.modality == "CT":
+        aug, why = "ct", "CT: flips, rot90 and intensity scaling, no colour"
+    elif fp.channels == 3:
+        aug, why = "photo", f"colour images ({fp.modality}): flips, rot90, brightness/contrast and hue"
+    else:
+        aug, why = "grey", f"grey images ({fp.modality}): flips, rot90, brightness/contrast, noise; no colour jitter"
+    plan.set("train.augment", aug, why)
+    _intensity(fp, plan, user)
+    _classes(fp, plan)
+    return plan
+
+
+def _intensity(fp: Fingerprint, plan: Plan, user: dict[str, Any]) -> None:
+    """DICOM CT: clip to the foreground 0.5-99.5 % HU percentiles (nnU-Net) unless the user set a window."""
+    if fp.modality != "CT" or (user.get("data") or {}).get("window"):
+        return
+    stats = fp.modality_values_foreground or fp.modality_values
+    if stats is None:
+        return
+    lo, hi = stats.p0_5, stats.p99_5
+    if hi <= lo:
+        return
+    where = "foreground" if fp.modality_values_foreground else "all"
+    plan.set("data.window", f"{(lo + hi) / 2:g},{hi - lo:g}", f"CT: window = the 0.5-99.5 % HU percentiles of "
+             f"{where} pixels ({lo:g} to {hi:g} HU), nnU-Net's CT clipping")
+
+
+def _classes(fp: Fingerprint, plan: Plan) -> None:
+    """Binary: Dice + BCE. Multi-class: Dice + CE weighted by class frequency, rare classes oversampled."""
+    labels = sorted(fp.classes)
+    k = max(labels) + 1 if labels else 2
+    if k <= 2:
+        plan.set("loss.name", "dice_bce", "binary masks: Dice + BCE")
+        return
+    freqs = [fp.classes.get(c, 0.0) for c in range(k)]
+    plan.set("model.classes", k, f"label values 0..{k - 1} in the masks")
+    present = [f for f in freqs if f > 0]
+    weights = [round((sum(present) / (len(present) * f)) ** 0.5, 3) if f > 0 else 0.0 for f in freqs]
+    plan.set("loss.name", "dice_ce", f"{k} classes: Dice + cross-entropy")
+    plan.set("loss.class_weights", weights, "inverse square root of the class pixel shares "
+             + ", ".join(f"{c}: {f:.2%}" for c, f in enumerate(freqs)))
+    fg = [f for f in freqs[1:] if f > 0]
+    if fg and min(fg) < 0.2 * max(fg):
+        plan.set("train.sampler", "class_balanced", f"the rarest class has {min(fg):.2%} of the pixels, under a "
+                 f"fifth of the commonest foreground class ({max(fg):.2%}): oversample images that hold it")
