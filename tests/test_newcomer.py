@@ -16,7 +16,7 @@ from medseg.errors import MedsegError
 
 
 def test_dir_medseg_holds_only_the_api():
-    assert dir(medseg) == ["__version__", "evaluate", "load", "train"]
+    assert dir(medseg) == ["__version__", "evaluate", "load", "plan", "train"]
 
 
 @pytest.mark.parametrize("name", ["load", "train", "evaluate", "plan"])

@@ -310,7 +310,7 @@ def train(
     Examples:
       medseg train data/isic -o runs/isic --time-budget 20
       medseg train data/drive -o runs/drive --plan drive_plan.yaml
-      medseg train data/isic -o runs/isic --preset default --devices 2 --set train.effective_batch_size=16
+      medseg train data/isic -o runs/isic --preset default --devices 2
       torchrun --nproc-per-node 4 -m medseg train data/isic -o runs/isic
       medseg train data/isic -o runs/cv --folds 5 --group-by patient_id
     """

@@ -8,6 +8,7 @@ the Config to train, ``.write("plan.yaml")`` writes the plan and its report).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 
@@ -21,4 +22,6 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+# help(medseg.plan) documents the call as well: Args, Returns, Raises, Example of plan_data
+__doc__ = f"{__doc__}\nmedseg.plan(...):\n\n{inspect.cleandoc(plan_data.__doc__ or '')}\n"
 __all__ = ["plan_data"]
