@@ -221,3 +221,22 @@ def test_train_without_preset_plans_then_trains_and_plan_trains_an_edited_plan(t
     r = CliRunner().invoke(app, ["train", str(tiny_dataset), "-o", str(tmp_path / "run3"), "--plan", str(edited),
                                  "--preset", "default"])
     assert r.exit_code != 0 and "not both" in str(r.exception)
+
+
+def test_a_gpu_description_plans_a_larger_batch_and_network(tmp_path):
+    data = _dataset(tmp_path / "blobs", _blob(), grey=False, n=40)
+    cpu = plan_data(data, machine=machine(speed=20.0), with_pretrained=False).config
+    gpu = plan_data(data, machine=machine(speed=4000.0, device="cuda"), with_pretrained=False).config
+    assert (gpu.train.batch_size, gpu.train.precision, gpu.train.channels_last) == (16, "auto", "auto")
+    assert cpu.train.batch_size == 8
+    assert (gpu.model.arch, gpu.model.base_channels) == ("dynunet", 32) != (cpu.model.arch, cpu.model.base_channels)
+
+
+def test_a_machine_description_without_catalogue_speeds_is_refused(tmp_path):
+    from medseg.errors import ConfigError
+
+    data = _dataset(tmp_path / "blobs", _blob(), grey=False, n=2)
+    m = machine()
+    m.throughput = {"someone_elses_net": {"128": 5.0}}
+    with pytest.raises(ConfigError, match="no speed for any network"):
+        plan_data(data, machine=m, with_pretrained=False)

@@ -25,7 +25,7 @@ from medseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: input sides (px) at which training speed is measured
+#: input sides (px) at which training speed is measured (CPU; CUDA adds 512)
 PROBE_SIDES = (128, 256)
 #: images per probe step (CPU; CUDA uses 4x)
 PROBE_BATCH = 2
@@ -168,7 +168,7 @@ def measure_training_speed(model_cfg: dict, side: int, *, device: str, precision
     return round(n * batch / (time.perf_counter() - t0), 3)
 
 
-def probe_machine(networks, *, device: str = "auto", sides=PROBE_SIDES, seconds: float = PROBE_SECONDS,
+def probe_machine(networks, *, device: str = "auto", sides=None, seconds: float = PROBE_SECONDS,
                   budget_s: float = PROBE_BUDGET_S, progress: bool = False) -> Machine:
     """Describe this machine and measure each of ``networks`` (catalogue :class:`Network` objects) at each
     of ``sides``. ``device``: auto (CUDA when available), cpu or cuda (ConfigError when absent).
@@ -206,7 +206,7 @@ def probe_machine(networks, *, device: str = "auto", sides=PROBE_SIDES, seconds:
         channels_last = precision == "bf16"
     machine = Machine(device, cores, model, flags, native, speedup, cuda_name, cuda_gb, precision, channels_last)
     batch = PROBE_BATCH * (4 if device == "cuda" else 1)
-    sides = sorted(sides)
+    sides = sorted(sides or (PROBE_SIDES + ((512,) if device == "cuda" else ())))
     deadline = time.perf_counter() + budget_s
     for i, side in enumerate(sides):
         for net in networks:

@@ -155,6 +155,12 @@ def plan_data(data: str | Path | None = None, *, budget_min: float | None = None
     elif not isinstance(machine, Machine):
         machine = Machine.load(machine)
     networks = [n for n in networks if n.name in machine.throughput]
+    if not networks:
+        from medseg.errors import ConfigError
+
+        raise ConfigError(f"the machine description has no speed for any network of the catalogue "
+                          f"({', '.join(n.name for n in candidates(with_pretrained))}); plan without --machine "
+                          "to probe this machine")
     plan = make_plan(fingerprint, machine, budget, networks, user=user)
     config = validate(_merge(_merge({"name": "plan", "description": _describe(plan, fingerprint, machine)},
                                     plan.config_dict()), user))
