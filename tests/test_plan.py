@@ -240,3 +240,18 @@ def test_a_machine_description_without_catalogue_speeds_is_refused(tmp_path):
     m.throughput = {"someone_elses_net": {"128": 5.0}}
     with pytest.raises(ConfigError, match="no speed for any network"):
         plan_data(data, machine=m, with_pretrained=False)
+
+
+def test_area_weighted_width_is_not_outvoted_by_a_ragged_outline(tmp_path):
+    from medseg.data.layouts import find_pairs
+    from medseg.plan.fingerprint import compute_fingerprint
+
+    mask = _blob(radius=60)
+    mask[::2, SIDE // 2 + 60 : SIDE // 2 + 64] = 0  # comb teeth on the right edge: many 1-px ridge pixels
+    for x in range(SIDE // 2 + 60, SIDE // 2 + 90):
+        mask[SIDE // 2 - 40 : SIDE // 2 + 40 : 3, x] = 255
+    fp = compute_fingerprint(find_pairs(_dataset(tmp_path / "ragged", mask, grey=True, n=2)).pairs)
+    assert fp.structure_width.median < 5  # the plain median sees the teeth
+    assert fp.structure_width_area.median > 60  # weighted by area: the blob
+    plan = plan_data(tmp_path / "ragged", machine=machine(), with_pretrained=False).plan
+    assert not plan.needs_patches

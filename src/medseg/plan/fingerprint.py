@@ -22,6 +22,11 @@ Figures (all in pixels of the stored image unless a unit is named):
   (local maxima of the Euclidean distance transform of the foreground) of ``2 * d - 1``: 1 for a
   one-pixel line, about the diameter for a disk. ``structure_width_rel`` divides it by the image's
   longer side, which is what survives a resize to a fixed size.
+- ``structure_width_area`` (and ``_rel``): the same widths, each medial-axis pixel weighted by the area
+  of its inscribed disc (``d**2``), median per image. The plain median counts every ridge pixel
+  alike, so the one-pixel spurs of a ragged outline outvote the single centre of a large blob (ISIC:
+  1 px plain on many images, about 150 px weighted); weighted by area it is the width of the
+  structures that hold most of the foreground (DRIVE vessels about 3.5 px, ISBI membranes 5).
 
 Images are sampled (seeded) when there are more than ``max_images``; sampling is deterministic, so a
 fingerprint is the same for the same data.
@@ -121,6 +126,8 @@ class Fingerprint:
     structure_width_rel: Distribution | None
     unreadable: list[str] = field(default_factory=list)
     modality_values_foreground: ChannelStats | None = None
+    structure_width_area: Distribution | None = None
+    structure_width_area_rel: Distribution | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -153,6 +160,9 @@ class Fingerprint:
         if self.structure_width:
             lines.append(f"structure width (px, medial axis): {self.structure_width}; relative to the longer side "
                          f"{self.structure_width_rel}")
+        if self.structure_width_area:
+            lines.append(f"structure width weighted by area (px): {self.structure_width_area}; relative "
+                         f"{self.structure_width_area_rel}")
         if self.foreground_fraction.median > 0.5:
             lines.append("note: foreground covers more than half of most images; if the masks mark background "
                          "(as ISBI 2012 membranes do), fingerprint with --invert-masks and train with "
@@ -205,6 +215,7 @@ class _ImageFigures:
     objects: int
     areas: list[int]
     width_px: float | None
+    width_area_px: float | None
     modality: str | None
     spacing: tuple[float, float] | None
 
@@ -239,6 +250,12 @@ def _label_image(pair: Pair, invert: bool) -> np.ndarray:
     return binary.astype(np.int64)
 
 
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
 def _sample(a: np.ndarray, rng: np.random.Generator, n: int = PIXELS_PER_IMAGE) -> np.ndarray:
     return a if len(a) <= n else a[rng.choice(len(a), n, replace=False)]
 
@@ -262,9 +279,11 @@ def _figures(pair: Pair, seed: int, invert: bool) -> _ImageFigures:
     components, n_objects = ndimage.label(fg, structure=np.ones((3, 3), bool))
     areas = np.bincount(components.reshape(-1))[1:].tolist() if n_objects else []
     widths = structure_widths(fg)
+    width_area = _weighted_median(widths, ((widths + 1) / 2) ** 2) if widths.size else None
     return _ImageFigures(image.shape[0], image.shape[1], _sample(flat, rng), _sample(flat[fg.reshape(-1)], rng),
                          values, fg_values, Counter(dict(zip(*np.unique(labels, return_counts=True), strict=True))),
                          float(fg.mean()), n_objects, areas, float(np.median(widths)) if widths.size else None,
+                         width_area,
                          modality, spacing)
 
 
@@ -315,6 +334,8 @@ def compute_fingerprint(pairs: list[Pair], *, max_images: int = 400, seed: int =
     total = sum(label_counts.values())
     areas = [a for f in figures for a in f.areas]
     widths = [(f.width_px, f.width_px / max(f.height, f.width)) for f in figures if f.width_px is not None]
+    widths_area = [(f.width_area_px, f.width_area_px / max(f.height, f.width)) for f in figures
+                   if f.width_area_px is not None]
     n_channels = pixels.shape[1] if channels == 3 else 1
     return Fingerprint(
         n_pairs=len(labelled), n_sampled=len(chosen),
@@ -330,4 +351,6 @@ def compute_fingerprint(pairs: list[Pair], *, max_images: int = 400, seed: int =
         objects_per_image=Distribution.of(f.objects for f in figures),
         object_area=Distribution.of(areas), structure_width=Distribution.of(w for w, _ in widths),
         structure_width_rel=Distribution.of(r for _, r in widths), unreadable=unreadable,
-        modality_values_foreground=ChannelStats.of(np.concatenate(fg_values)) if fg_values else None)
+        modality_values_foreground=ChannelStats.of(np.concatenate(fg_values)) if fg_values else None,
+        structure_width_area=Distribution.of(w for w, _ in widths_area),
+        structure_width_area_rel=Distribution.of(r for _, r in widths_area))

@@ -4,7 +4,7 @@ Every decision reads figures of the :class:`~medseg.plan.fingerprint.Fingerprint
 :class:`~medseg.plan.machine.Machine`; no dataset is known by name. The rules, in order:
 
 1. **Resolution.** A structure must stay at least :data:`MIN_WIDTH_PX` px wide at the network's input
-   (the median medial-axis width, ``structure_width``). Whole images are letterboxed to one side when
+   (the median area-weighted medial-axis width, ``structure_width_area``). Whole images are letterboxed to one side when
    that side keeps them so (large objects); thin structures or images longer than
    :data:`LARGE_IMAGE_PX` are trained on random patches at the scale that keeps them, with a third of
    the patches centred on foreground (nnU-Net's oversampling, Isensee et al. 2021) and sliding-window
@@ -32,8 +32,9 @@ from medseg.plan.catalogue import Network
 from medseg.plan.fingerprint import Fingerprint
 from medseg.plan.machine import Machine
 
-#: a structure narrower than this (px) at the network input is considered lost
-MIN_WIDTH_PX = 3.0
+#: a structure narrower than this (px) at the network input is considered lost (its two edges and a
+#: centre line must stay apart for 3x3 convolutions to see it)
+MIN_WIDTH_PX = 4.0
 #: images whose long side exceeds this (px) are trained on patches whatever their structures
 LARGE_IMAGE_PX = 1024
 #: letterboxing goes no lower than this side (px) unless the images are smaller
@@ -145,11 +146,15 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
     train_s = budget_min * 60 * TRAIN_SHARE
 
     # ---- 1. resolution: how far can the images shrink before the structures vanish?
-    width = fp.structure_width.median if fp.structure_width else None
+    # the area-weighted width: the structures that hold most of the foreground (fingerprint docstring)
+    dist, rel = ((fp.structure_width_area, fp.structure_width_area_rel) if fp.structure_width_area else
+                 (fp.structure_width, fp.structure_width_rel))
+    width = dist.median if dist else None
     if width:
         keep_side = long_side * MIN_WIDTH_PX / width  # side at which the median structure is MIN_WIDTH_PX wide
-        width_note = (f"median structure width {width:.1f} px of a {long_side:.0f} px long side "
-                      f"(structure_width_rel {fp.structure_width_rel.median:.4f})")
+        name = "structure_width_area" if fp.structure_width_area else "structure_width"
+        width_note = (f"median structure width {width:.1f} px ({name}) of a {long_side:.0f} px long side "
+                      f"(relative {rel.median:.4f})")
     else:
         keep_side, width_note = 128.0, "no structure width (empty masks)"
     thin = keep_side > LETTERBOX_FLOOR
