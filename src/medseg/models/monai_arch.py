@@ -34,7 +34,7 @@ class MonaiSegmenter(Segmenter):
     """A whole MONAI network in ``net``; it outputs logits, so ``segmentation_head`` is the identity."""
 
     pad_multiple = 2**LEVELS
-    min_size = 2**LEVELS
+    min_size = 2 ** (LEVELS + 1)  # instance norm needs more than one pixel at the deepest level
     pretrained_encoder = False
 
     def __init__(self, arch: str, net: nn.Module) -> None:

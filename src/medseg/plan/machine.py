@@ -208,7 +208,7 @@ def probe_machine(networks, *, device: str = "auto", sides=None, seconds: float 
     batch = PROBE_BATCH * (4 if device == "cuda" else 1)
     sides = sorted(sides or (PROBE_SIDES + ((512,) if device == "cuda" else ())))
     if networks:  # the first measurement would otherwise also pay for thread pools and kernel set-up
-        measure_training_speed(networks[0].model, sides[0] // 2, device=device, precision=precision,
+        measure_training_speed(networks[0].model, sides[0], device=device, precision=precision,
                                channels_last=channels_last, batch=1, seconds=0.0)
     deadline = time.perf_counter() + budget_s
     for i, side in enumerate(sides):
