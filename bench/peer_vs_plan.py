@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _subset import machine  # noqa: E402
 from medseg.data.layouts import find_pairs  # noqa: E402
+from medseg.data.source import DataSource  # noqa: E402
 from medseg.engine.train import train  # noqa: E402
 from medseg.evaluation import evaluate  # noqa: E402
 from medseg.plan.run import plan_data  # noqa: E402
@@ -62,32 +63,31 @@ def subset_manifest(data: Path, n: int, out: Path) -> Path:
 def run_one(name: str, key: str, minutes: float, subset: int | None) -> dict:
     folder, extra = SETS[key]
     run = OUT / f"{key}_{name}"
-    where = {"data": DATA / folder} if not subset else {"data": None,
-                                                         "manifest": subset_manifest(DATA / folder, subset, run)}
+    source = (DataSource(DATA / folder) if not subset else
+              DataSource(manifest=subset_manifest(DATA / folder, subset, run.with_name(run.name + "_data"))))
     over = [f"train.time_budget_min={minutes}"] + extra
     record: dict = {"data": folder, "contestant": name, "minutes": minutes, "subset": subset}
     t0 = time.monotonic()
     if name == "peer":
-        train(where["data"], run, config_file=PEER, overrides=over, manifest=where.get("manifest"), overwrite=True,
-              progress=False)
+        train(source, run, config=PEER, overrides=over, overwrite=True, progress=False)
     elif name == "default":
-        train(where["data"], run, preset="default", overrides=over + ["model.encoder_weights=none"],
-              manifest=where.get("manifest"), overwrite=True, progress=False)
+        train(source, run, config="default", overrides=over + ["model.encoder_weights=none"], overwrite=True,
+              progress=False)
     else:
-        planned = plan_data(where["data"], manifest=where.get("manifest"), budget_min=minutes, overrides=extra)
+        planned = plan_data(source.root, images=source.images, masks=source.masks, manifest=source.manifest,
+                            budget_min=minutes, overrides=extra)
         record["plan_seconds"] = planned.seconds
         record["plan"] = {"mode": planned.plan.mode, "arch": planned.config.model.arch,
                           "base_channels": planned.config.model.base_channels,
                           "image_size": planned.config.data.image_size,
                           "pending": {c.key: c.value for c in planned.plan.pending}}
         planned.write(run / "plan.yaml")
-        train(where["data"], run, config_file=run / "plan.yaml", manifest=where.get("manifest"), overwrite=True,
-              progress=False)
+        train(source, run, config=run / "plan.yaml", overwrite=True, progress=False)
     record["train_wall_s"] = round(time.monotonic() - t0, 1)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     images = sum(int(r["train_images"]) for r in rows)
     seconds = sum(float(r["train_seconds"]) for r in rows)
-    summary = evaluate(run, where["data"], manifest=where.get("manifest"), split="val", progress=False)
+    summary = evaluate(run, source, split="val", progress=False)
     record.update(epochs=len(rows), img_per_s=round(images / max(seconds, 1e-9), 2),
                   dice=summary["dice"], iou=summary["iou"], n_val=summary["n_images"],
                   summary={k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -155,8 +155,9 @@ def data_fingerprint(
 
 # --------------------------------------------------------------------------------------------- plan
 @app.command("plan")
+@data_source("dataset folder (as for `train`)")
 def plan_command(
-    data: Annotated[Path | None, typer.Argument(metavar="DATA", help="dataset folder (as for `train`)")] = None,
+    source: DataSource,
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="training budget "
                                                        "to plan for [default: 20]")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when available), cpu or cuda")]
@@ -167,9 +168,6 @@ def plan_command(
                                                  "earlier plan) instead of probing: same data + same "
                                                  "description = same plan")] = None,
     set_: SetOpt = None,
-    images: ImagesOpt = None,
-    masks: MasksOpt = None,
-    manifest: ManifestOpt = None,
 ) -> None:
     """Plan training from the data and this machine: fingerprint, speed probe, then a config with reasons.
 
@@ -186,8 +184,8 @@ def plan_command(
     """
     from medseg.plan.run import plan_data
 
-    result = plan_data(data, budget_min=time_budget, device=device, images=images, masks=masks, manifest=manifest,
-                       overrides=list(set_ or []), machine=machine, progress=True)
+    result = plan_data(source.root, budget_min=time_budget, device=device, images=source.images, masks=source.masks,
+                       manifest=source.manifest, overrides=list(set_ or []), machine=machine, progress=True)
     for line in result.fingerprint.summary_lines() + [""] + result.machine.summary_lines() + [""]:
         console.print(line, markup=False)
     for line in result.summary_lines():

@@ -137,7 +137,7 @@ def plan_data(data: str | Path | None = None, *, budget_min: float | None = None
 
         planned = medseg.plan("data/drive", budget_min=20)
         planned.write("plans/drive.yaml")       # + plans/plan_report.md, plans/machine.json
-        medseg.train("data/drive", "runs/drive", config_file="plans/drive.yaml")
+        medseg.train("data/drive", "runs/drive", config="plans/drive.yaml")
     """
     from medseg.config import _merge
     from medseg.data.layouts import find_pairs
