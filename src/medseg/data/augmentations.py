@@ -121,7 +121,7 @@ def _noise(A) -> list:
     return [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.GaussianBlur(blur_limit=(3, 5), p=0.2)]
 
 
-@AUGMENTATIONS.register("photo", help=f"colour photographs: low + brightness/contrast 15 %, hue/saturation, {_NOISE_BLUR}")
+@AUGMENTATIONS.register("photo", help=f"photos: low + brightness/contrast 15 %, hue/saturation, {_NOISE_BLUR}")
 def _photo(size: int):
     A = _albumentations()
     return A.Compose(_flips(A) + [A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
