@@ -41,7 +41,17 @@ class DataConfig(Section):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="seeded split when the data has none")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     split_seed: int = 0
-    cache: bool = Field(True, description="keep decoded, letterboxed images in memory")
+    cache: bool = Field(True, description="keep decoded, letterboxed images in memory (patch mode: resampled "
+                        "images, while their total stays under 2 GB; larger sets are read from disk per patch)")
+    patch_size: int | None = Field(None, ge=16, description="None: whole images letterboxed to image_size. An int: "
+                                   "train on random square patches of this side (px) cut from the images resampled "
+                                   "by data.scale; validation and inference slide patch_size windows over the whole "
+                                   "image at that scale")
+    scale: float = Field(1.0, gt=0, le=1, description="patch mode: resampling factor applied to every image (masks: "
+                         "nearest) before patches are cut; 1.0 = native resolution")
+    foreground_oversample: float = Field(0.33, ge=0, le=1, description="patch mode: share of patches centred on a "
+                                         "random foreground pixel, the rest placed uniformly (nnU-Net samples a "
+                                         "third around foreground, Isensee et al. 2021)")
     window: str | None = Field(None, description="DICOM window for grey images: none (the file's, else auto), "
                                "auto, soft_tissue, lung, bone, brain, or 'CENTER,WIDTH'")
     class_names: list[str] | None = Field(None, description="names of classes 0..K-1 (reports, DICOM SEG)")
@@ -190,8 +200,20 @@ class TrainConfig(Section):
                                              "x processes); keeps the schedule when the number of processes changes")
     sync_batchnorm: bool = Field(False, description="multi-GPU runs: BatchNorm statistics over all processes "
                                  "(SyncBatchNorm); CPU runs keep per-process statistics")
-    time_budget_min: float | None = Field(None, gt=0, description="stop cleanly after this many minutes")
-    patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice")
+    time_budget_min: float | None = Field(None, gt=0, description="the whole run (loading, training, validations, "
+                                          "final checkpoint) ends within this many minutes; validations are "
+                                          "shortened or skipped to fit")
+    patience: int = Field(15, ge=1, description="early stopping: epochs without a better val Dice; ignored when "
+                          "train.patience_min is set")
+    patience_min: float | None = Field(None, gt=0, description="early stopping by time: stop after this many minutes "
+                                       "of training without a better val Dice; when set it replaces train.patience "
+                                       "(epochs), which is then ignored")
+    val_every_s: float | None = Field(None, gt=0, description="validate at the first epoch end at least this many "
+                                      "seconds after the previous validation (None: every epoch); the last epoch "
+                                      "is always validated")
+    ema: float | None = Field(None, gt=0, lt=1, description="decay of an exponential moving average of the weights "
+                              "(e.g. 0.999; warm-up min(decay, (1+n)/(10+n)) after n steps); when set, the average "
+                              "is validated and saved in best.pt / last.pt. None: no average")
     augment: Augment = "mid"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"

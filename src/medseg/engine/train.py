@@ -29,6 +29,7 @@ from medseg.data.prepare import discover_and_check, split_for_training
 from medseg.data.readers import TargetSpec, typical_long_side
 from medseg.data.source import DataSource
 from medseg.data.transforms import normalize_batch
+from medseg.engine.budget import RunBudget, spread
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
     DistContext,
@@ -43,6 +44,7 @@ from medseg.engine.distributed import (
     steps_in_epoch,
     wrap_model,
 )
+from medseg.engine.ema import WeightEma
 from medseg.engine.estimate import DurationEstimate
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
@@ -94,15 +96,17 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
 
 @torch.inference_mode()
 def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: float, batch_size: int,
-                   ctx: DistContext) -> tuple[float, float]:
+                   ctx: DistContext, indices: list[int] | None = None) -> tuple[float, float]:
     """Mean per-image validation loss and Dice at the model resolution (foreground classes).
 
     Each process scores ``dataset[rank::world]`` (no padding, no image twice); the per-image values are
     gathered back into dataset order on every rank and averaged there, so N processes report exactly
-    what one process would compute from the same per-image values.
+    what one process would compute from the same per-image values. ``indices``: the images scored (all
+    by default; a time budget may shorten a validation to an evenly spread subset).
     """
     model.eval()
-    mine = shard(range(len(dataset)), ctx)
+    chosen = list(range(len(dataset))) if indices is None else list(indices)
+    mine = [chosen[i] for i in shard(range(len(chosen)), ctx)]
     losses: list[float] = []
     dices: list[float] = []
     for images, masks in DataLoader(Subset(dataset, mine), batch_size=batch_size, num_workers=0):
@@ -115,7 +119,7 @@ def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: 
             dices += batch_dice(torch.sigmoid(logits) > threshold, y > 0.5).tolist()
         else:
             dices += batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]).tolist()
-    n = len(dataset)
+    n = len(chosen)
     losses, dices = gather_in_order(ctx, losses, n), gather_in_order(ctx, dices, n)
     return float(np.mean(np.asarray(losses, np.float64))), float(np.mean(np.asarray(dices, np.float64)))
 
@@ -157,6 +161,7 @@ def train(
 
 def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides, resume: bool, overwrite: bool,
            progress: bool, assignment: dict[str, str] | None) -> Path:
+    session_start = time.monotonic()  # the time budget counts from here: loading is inside it
     main = ctx.is_main
     resume_state = None
     if not resume and (out / LAST).exists() and not overwrite:
@@ -195,13 +200,25 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
     log.info("%d training and %d validation images (split from %s)", n_train, n_val, prepared.source)
     if cfg.infer.train_side is None:  # the scale the model learns at; sliding-window inference tiles at it
         cfg.infer.train_side = typical_long_side(prepared.splits["train"])
-    size, target = cfg.data.image_size, TargetSpec.from_config(cfg)
-    train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,
-                                   cache=cfg.data.cache, progress=progress, desc="loading train",
-                                   window=cfg.data.window, target=target)
-    val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
-                                 desc="loading val", window=cfg.data.window, target=target)
-    batches = plan_batches(cfg.train.batch_size, cfg.train.effective_batch_size, ctx.world, n_train)
+    size, target, patch = cfg.data.image_size, TargetSpec.from_config(cfg), cfg.data.patch_size
+    if patch:  # native resolution (or data.scale): random patches; validation slides over whole images
+        from medseg.data.patches import PatchDataset, ScaledImageDataset
+
+        train_ds = PatchDataset(prepared.splits["train"], patch, cfg.data.scale,
+                                foreground_oversample=cfg.data.foreground_oversample, augment=cfg.train.augment,
+                                cache=cfg.data.cache, progress=progress, desc="loading train",
+                                window=cfg.data.window, target=target, seed=cfg.train.seed)
+        val_ds = ScaledImageDataset(prepared.splits["val"], cfg.data.scale, cache=cfg.data.cache, progress=progress,
+                                    desc="loading val", window=cfg.data.window, target=target)
+        log.info("patch training: %d patches of %d px per epoch at scale %g", len(train_ds), patch, cfg.data.scale)
+    else:
+        train_ds = SegmentationDataset(prepared.splits["train"], size, augment=cfg.train.augment,
+                                       cache=cfg.data.cache, progress=progress, desc="loading train",
+                                       window=cfg.data.window, target=target)
+        val_ds = SegmentationDataset(prepared.splits["val"], size, cache=cfg.data.cache, progress=progress,
+                                     desc="loading val", window=cfg.data.window, target=target)
+    n_items = len(train_ds)  # training items per epoch: images, or patches in patch mode
+    batches = plan_batches(cfg.train.batch_size, cfg.train.effective_batch_size, ctx.world, n_items)
     sample_weights = (class_balanced_weights(train_ds, cfg.model.classes)
                       if cfg.train.sampler == "class_balanced" else None)
     val_batch = max(batches.micro, cfg.infer.batch_size)
@@ -215,6 +232,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         cfg.model.encoder_weights = ctx.broadcast(cfg.model.encoder_weights)
     model = maybe_sync_batchnorm(model, ctx, cfg.train.sync_batchnorm)
     model.to(rt.device, memory_format=rt.memory_format())
+    ema = WeightEma(model, cfg.train.ema) if cfg.train.ema else None
     counts = class_pixel_counts(train_ds, cfg.model.classes) if cfg.loss.class_weights == "auto" else None
     criterion = build_loss(cfg.loss, class_counts=counts)
     optimizer = build_optimizer(cfg, model)
@@ -227,14 +245,19 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
              ctx.world, batches.accum, batches.micro, batches.effective)
 
     # ---- state (fresh or resumed)
-    total_steps = sum(steps_in_epoch(len(plan_epoch(cfg, e, n_train).indices or train_ds), batches)
+    total_steps = sum(steps_in_epoch(len(plan_epoch(cfg, e, n_items).indices or train_ds), batches)
                       for e in range(1, cfg.train.epochs + 1))
-    budget = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
+    clock = RunBudget.from_minutes(cfg.train.time_budget_min, session_start,
+                                   model_bytes=sum(p.numel() * 4 for p in model.parameters()))
+    if patch:  # a validation image (at the training scale) against a training patch, in pixels
+        clock.val_pixel_ratio = max(1.0, ((cfg.infer.train_side or patch) * cfg.data.scale / patch) ** 2)
     st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0,
-          "epoch_images": 0}
+          "epoch_images": 0, "best_elapsed": 0.0}
     history: list[dict[str, Any]] = []
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
+        model.load_state_dict(resume_state.get("raw_model") or resume_state["model"])  # raw_model: with EMA
+        if ema is not None and "ema" in resume_state:
+            ema.load_state_dict(resume_state["ema"])
         optimizer.load_state_dict(resume_state["optimizer"])
         st.update(resume_state["state"])
         if "rng" in resume_state:
@@ -250,8 +273,19 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
     if resume_state is not None and "schedule" in resume_state:
         schedule.load_state_dict(resume_state["schedule"])
     mean_std = cfg.data.mean_std
-    session_start, val_seconds, stop_reason = time.monotonic(), 0.0, "epochs done"
-    last_saved = session_start
+    stop_reason, n_val = "epochs done", len(val_ds)
+    last_saved = last_val_at = time.monotonic()
+    session_steps = st["step"]
+    scored = model if ema is None else ema.module  # what is validated and saved
+
+    def run_validation(indices: list[int]) -> tuple[float, float]:
+        if patch:
+            from medseg.engine.validation import validate_sliding
+
+            return validate_sliding(scored, val_ds, criterion, rt, mean_std, cfg.infer.threshold, window=patch,
+                                    overlap=cfg.infer.overlap, batch_size=val_batch, ctx=ctx, indices=indices)
+        return validate_epoch(scored, val_ds, criterion, rt, mean_std, cfg.infer.threshold, val_batch, ctx,
+                              indices)
     def say(message: str) -> None:  # above the progress bar, not inside it
         if progress:
             tqdm.write(f"note: {message}")
@@ -259,17 +293,20 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             log.warning("%s", message)
 
     estimate = (DurationEstimate(total_steps - st["step"], cfg.train.epochs - st["epoch"])
-                if main and budget is None and rt.device.type == "cpu" else None)
+                if main and not clock.bounded and rt.device.type == "cpu" else None)
     trainable: list[bool] = []
     net, lr = model, optimizer.param_groups[0]["lr"]
 
-    def save_last(val_dice: float) -> None:
-        save_checkpoint(out / LAST, model, config_dict, epoch=st["epoch"], val_dice=val_dice,
+    def save_last(val_dice: float) -> None:  # with EMA: the average predicts, the raw weights resume
+        extra = {} if ema is None else {"raw_model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                        "ema": ema.state_dict()}
+        save_checkpoint(out / LAST, scored, config_dict, epoch=st["epoch"], val_dice=val_dice,
                         optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict(),
-                        rng=torch.get_rng_state(), world_size=ctx.world, history=list(history))
+                        rng=torch.get_rng_state(), world_size=ctx.world, history=list(history), **extra)
 
+    clock.train_start = time.monotonic()
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
-        plan = plan_epoch(cfg, epoch, n_train)
+        plan = plan_epoch(cfg, epoch, n_items)
         apply_freezing(cfg, model, epoch)
         if [p.requires_grad for p in model.parameters()] != trainable:  # DDP fixes its set when built
             trainable = [p.requires_grad for p in model.parameters()]
@@ -278,6 +315,8 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         train_loader = make_train_loader(train_ds, plan, batches.micro, cfg, ctx, epoch, start, sample_weights)
         if train_ds.augment is not None:  # per epoch and rank, so a resumed epoch draws the same
             train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch + 7919 * ctx.rank + start)
+        if patch:  # patch placement likewise
+            train_ds.set_random_seed(cfg.train.seed * 1000 + epoch + 7919 * ctx.rank + start)
         model.train()
         t0, seen, loss_sum, out_of_time, stopped = time.monotonic(), 0, 0.0, False, False
         n_batches = len(train_loader)
@@ -285,13 +324,17 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                    unit="batch")
         for i, (images, masks) in enumerate(bar):
             if i % batches.accum == 0:  # an optimiser-step boundary: all ranks agree to go on or stop
-                stopped, (elapsed, last_val_s) = ctx.agree(time.monotonic() - session_start, val_seconds)
+                now = time.monotonic()
+                step_s = (clock.train_s_per_image or 0.0) * batches.micro * batches.accum
+                stopped, (elapsed, reserve, fraction) = ctx.agree(clock.elapsed(now), clock.reserve(n_val) + step_s,
+                                                                  clock.lr_fraction(now, n_val))
                 if stopped:
                     break
-                if budget and elapsed + last_val_s + 1.0 >= budget and seen:
+                # every session takes one step; then no step starts that would eat into the end-of-run reserve
+                if clock.bounded and elapsed + reserve >= clock.total and st["step"] > session_steps:
                     out_of_time = True
                     break
-                time_progress = progress0 + (1 - progress0) * elapsed / budget if budget else 0.0
+                time_progress = progress0 + (1 - progress0) * fraction if clock.bounded else 0.0
                 st["progress"] = max(st["step"] / total_steps, time_progress)
                 lr = plan.lr if plan.lr is not None else schedule.lr(st["progress"], epoch)
                 for group in optimizer.param_groups:
@@ -310,7 +353,10 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                 scaler.step(optimizer)
                 scaler.update()
                 st["step"] += 1
+                if ema is not None:
+                    ema.update()
             seen += len(x)
+            clock.train_s_per_image = (time.monotonic() - t0) / seen
             st["epoch_images"] += len(x) * ctx.world
             loss_sum += loss.item() * len(x)
             if estimate is not None and (hint := estimate.step()):
@@ -326,10 +372,25 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         if estimate is not None and (hint := estimate.epoch_end()):
             say(hint)
         seen_all, loss_all = np.sum(ctx.gather([seen, loss_sum]), axis=0)
-        v0 = time.monotonic()
-        val_loss, val_dice = validate_epoch(model, val_ds, criterion, rt, mean_std, cfg.infer.threshold, val_batch,
-                                            ctx)
-        val_seconds = time.monotonic() - v0
+        # validation: every epoch (or every train.val_every_s), always after the last; sized to the budget
+        now = time.monotonic()
+        step_s = (clock.train_s_per_image or 0.0) * batches.micro * batches.accum
+        _, (no_room,) = ctx.agree(float(clock.bounded and clock.elapsed(now) + clock.reserve(n_val) + step_s
+                                        >= clock.total))
+        final = out_of_time or bool(no_room) or epoch == cfg.train.epochs
+        due = final or cfg.train.val_every_s is None or now - last_val_at >= cfg.train.val_every_s
+        _, (k_val,) = ctx.agree(float(clock.val_images(n_val, now, final=final or st["best_dice"] < 0) if due else 0))
+        k_val, val_loss, val_dice = int(k_val), float("nan"), float("nan")
+        if k_val:
+            v0 = time.monotonic()
+            val_loss, val_dice = run_validation(spread(n_val, k_val))
+            clock.val_s_per_image = (time.monotonic() - v0) / k_val
+            last_val_at = time.monotonic()
+            if k_val < n_val:
+                say(f"validation shortened to {k_val} of {n_val} images to fit the time budget")
+        elif due:
+            say("validation skipped: it would not fit in the time budget before the final one")
+        w0 = time.monotonic()
         st["epoch"], st["epoch_images"] = epoch, 0
         row = {"epoch": epoch, "train_loss": loss_all / max(seen_all, 1), "val_loss": val_loss, "val_dice": val_dice,
                "lr": lr, "train_images": int(seen_all), "train_seconds": train_seconds,
@@ -338,25 +399,34 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                "effective_batch": batches.effective, "epoch_seconds": time.monotonic() - t0,
                "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + time.monotonic() - t0}
         history.append(row)
-        schedule.epoch_end(val_dice)
-        improved = val_dice > st["best_dice"]  # the same on every rank: val_dice is global
-        if improved:
-            st.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
-            if main:
-                save_checkpoint(out / BEST, model, config_dict, epoch=epoch, val_dice=val_dice)
+        improved = False
+        if k_val:
+            schedule.epoch_end(val_dice)
+            improved = val_dice > st["best_dice"]  # the same on every rank: val_dice is global
+            if improved:
+                st.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0, best_elapsed=row["elapsed_seconds"])
+                if main:
+                    save_checkpoint(out / BEST, scored, config_dict, epoch=epoch, val_dice=val_dice)
+            else:
+                st["bad_epochs"] += 1
+        if cfg.train.patience_min is not None:  # time replaces epochs
+            patience_hit = bool(k_val) and row["elapsed_seconds"] - st["best_elapsed"] >= cfg.train.patience_min * 60
         else:
-            st["bad_epochs"] += 1
-        # the in-epoch check lets every epoch take one step, so epochs of a single batch stop here
-        stopped, (elapsed,) = ctx.agree(time.monotonic() - session_start)
-        out_of_time = out_of_time or bool(budget and elapsed + 1.0 >= budget)
-        finishing = stopped or out_of_time or st["bad_epochs"] >= cfg.train.patience or epoch == cfg.train.epochs
+            patience_hit = st["bad_epochs"] >= cfg.train.patience
+        # the in-epoch check lets every session take one step, so epochs of a single batch stop here
+        stopped, (elapsed, reserve) = ctx.agree(clock.elapsed(time.monotonic()), clock.reserve(n_val) + step_s)
+        out_of_time = out_of_time or final and epoch < cfg.train.epochs or bool(
+            clock.bounded and elapsed + reserve >= clock.total)
+        finishing = stopped or out_of_time or patience_hit or epoch == cfg.train.epochs
         if main:  # metrics.csv first: it is never behind last.pt (which also carries the history)
             write_history(out / "metrics.csv", history)
             plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
             if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
                 save_last(val_dice)
                 last_saved = time.monotonic()
-        msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
+        clock.writes_s = max(clock.writes_s or 0.0, time.monotonic() - w0)
+        shown = f"val loss {val_loss:.4f}, val Dice {val_dice:.4f}" if k_val else "not validated"
+        msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, {shown}"
                f"{' (best)' if improved else ''}, {row['train_img_per_s']:.1f} img/s")
         if main:
             (tqdm.write if progress else log.info)(msg)
@@ -364,10 +434,13 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             stop_reason = f"stopped by SIGTERM after epoch {epoch}; resume state saved in {out / LAST}"
             break
         if out_of_time:
-            stop_reason = f"time budget of {cfg.train.time_budget_min:g} min reached"
+            stop_reason = (f"time budget of {cfg.train.time_budget_min:g} min reached"
+                           f" ({clock.elapsed(time.monotonic()):.0f} s since the start)")
             break
-        if st["bad_epochs"] >= cfg.train.patience:
-            stop_reason = f"early stopping: no better val Dice for {cfg.train.patience} epochs"
+        if patience_hit:
+            stop_reason = (f"early stopping: no better val Dice for {cfg.train.patience_min:g} min"
+                           if cfg.train.patience_min is not None
+                           else f"early stopping: no better val Dice for {cfg.train.patience} epochs")
             break
     log.info("%s; best val Dice %.4f at epoch %d; run folder %s", stop_reason, st["best_dice"],
              st["best_epoch"], out)

@@ -7,6 +7,10 @@ than ``sliding_above`` times ``train_side``) shows a larger field of view: it is
 training scale and covered by overlapping ``image_size`` windows (blended with Gaussian weights as
 MONAI's sliding-window inferer), so memory stays bounded by the uint8 image, the window batch and the
 float32 output map.
+
+A patch-trained model (``data.patch_size`` set) learned on patches of images resampled by ``data.scale``
+(:mod:`medseg.data.patches`): auto mode always slides ``patch_size`` windows over the image resampled
+by ``data.scale``, and the probabilities are resized back to the image's own size.
 """
 
 from __future__ import annotations
@@ -23,14 +27,23 @@ def choose_mode(height: int, width: int, config: Config) -> str:
     mode = config.infer.mode
     if mode != "auto":
         return mode
+    if config.data.patch_size:
+        return "sliding"
     reference = config.infer.train_side or config.data.image_size
     return "sliding" if max(height, width) > config.infer.sliding_above * reference else "letterbox"
 
 
 def training_scale(config: Config) -> float:
     """The resize factor that brings an image to the scale the model was trained at."""
+    if config.data.patch_size:
+        return config.data.scale
     side = config.infer.train_side
     return config.data.image_size / side if side else 1.0
+
+
+def window_side(config: Config) -> int:
+    """Side (px) of the sliding windows: the training patch, else the letterbox input size."""
+    return config.data.patch_size or config.data.image_size
 
 
 def resize(image: np.ndarray, height: int, width: int, *, shrinking: bool | None = None) -> np.ndarray:
@@ -108,7 +121,7 @@ def sliding_predict(image: np.ndarray, backend: Backend, config: Config, plan: T
     stats = MemberStats(want_std)
     flips = () if baked_flips else plan.flips
     for s in plan.scales:
-        members = sliding_members(image, backend, window=config.data.image_size, scale=training_scale(config) * s,
+        members = sliding_members(image, backend, window=window_side(config), scale=training_scale(config) * s,
                                   flips=flips, overlap=config.infer.overlap, batch_size=config.infer.batch_size)
         for member in members:
             stats.add(resize(channels_last(member), h, w, shrinking=member.shape[-2] > h))

@@ -1,0 +1,111 @@
+"""The time budget of a run (``train.time_budget_min``), counted from the call to ``train()``.
+
+Loading, the first step, every validation, the final validation and the last checkpoint all fall inside
+it. Training stops at the first optimiser-step boundary where what is left would no longer hold the
+end of the run (the *reserve*): the final validation, sized to at most :data:`FINAL_VAL_SHARE` of the
+budget, and the epoch-end writes (history, curves, checkpoint), each estimated from its last
+measurement (before the first one, from the training throughput and the model size). A validation
+that would not fit is shortened to an evenly spread subset of the validation images (every rank the
+same subset) or, between epochs, skipped. Only the very first optimiser step cannot be sized: a run
+whose single step outlasts the budget overruns by that step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The largest share of the budget kept for the final validation; a validation set that takes longer is
+#: scored on an evenly spread subset that fits.
+FINAL_VAL_SHARE = 0.15
+#: Forward-only validation of an image costs about this share of its training step (forward + backward
+#: is about 3 forwards, Kaplan et al. 2020 "Scaling laws", the 6N vs 2N FLOPs per token rule).
+FORWARD_SHARE = 1 / 3
+
+
+@dataclass
+class RunBudget:
+    """Seconds of wall clock a run may take (``total``; None: unbounded) from ``start`` (time.monotonic)."""
+
+    total: float | None
+    start: float
+    model_bytes: int = 0
+    train_start: float | None = None
+    train_s_per_image: float | None = None  # last measured (seconds per training image, this process)
+    val_s_per_image: float | None = None  # last measured (seconds per validation image, all processes)
+    val_pixel_ratio: float = 1.0  # pixels of a validation image / pixels of a training item
+    writes_s: float | None = None  # last measured epoch-end writes (history, curves, checkpoint)
+
+    @classmethod
+    def from_minutes(cls, minutes: float | None, start: float, model_bytes: int = 0) -> RunBudget:
+        return cls(minutes * 60 if minutes else None, start, model_bytes)
+
+    @property
+    def bounded(self) -> bool:
+        return self.total is not None
+
+    def elapsed(self, now: float) -> float:
+        return now - self.start
+
+    def left(self, now: float) -> float:
+        return math.inf if self.total is None else self.total - (now - self.start)
+
+    def margin(self) -> float:
+        """Slack kept free at the end (process exit, logging): 0.5 s + 1 % of the budget."""
+        return 0.5 + 0.01 * (self.total or 0.0)
+
+    def val_seconds_per_image(self) -> float | None:
+        if self.val_s_per_image is not None:
+            return self.val_s_per_image
+        if self.train_s_per_image is not None:
+            return self.train_s_per_image * FORWARD_SHARE * self.val_pixel_ratio
+        return None
+
+    def val_seconds(self, n_images: int) -> float:
+        per = self.val_seconds_per_image()
+        return 0.0 if per is None else per * n_images
+
+    def writes_seconds(self) -> float:
+        if self.writes_s is not None:
+            return self.writes_s
+        return 1.0 + 2 * self.model_bytes / 100e6  # best.pt + last.pt at ~100 MB/s, plus the curves
+
+    def reserve(self, n_val: int) -> float:
+        """Seconds to keep for the end of the run: final validation (capped) + writes + margin."""
+        if self.total is None:
+            return 0.0
+        return min(self.val_seconds(n_val), FINAL_VAL_SHARE * self.total) + self.writes_seconds() + self.margin()
+
+    def lr_fraction(self, now: float, n_val: int) -> float:
+        """Share (0..1) of the training time spent: drives a time-based learning-rate schedule to its end
+        when training stops for the reserve, not at the budget's end."""
+        if self.total is None or self.train_start is None:
+            return 0.0
+        span = self.start + self.total - self.reserve(n_val) - self.train_start
+        return float(np.clip((now - self.train_start) / max(span, 1e-9), 0.0, 1.0))
+
+    def val_images(self, n_val: int, now: float, *, final: bool) -> int:
+        """How many validation images fit now (0 = skip this validation; a final one scores at least one).
+
+        Between epochs a validation must leave room for the final reserve; the final one may use what is
+        left after the writes and the margin.
+        """
+        if self.total is None or n_val == 0:
+            return n_val
+        per = self.val_seconds_per_image()
+        room = self.left(now) - self.writes_seconds() - self.margin()
+        if not final:
+            room -= self.reserve(n_val)
+        if per is None or per <= 0:
+            return n_val if room > 0 or final else 0
+        k = min(n_val, int(max(room, 0.0) / per))
+        return max(k, 1) if final else k
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` of ``range(n)`` evenly spread (all when k >= n): the subset a shortened validation scores."""
+    if k >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
