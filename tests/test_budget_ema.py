@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from medseg.engine.budget import RunBudget, spread
 from medseg.engine.history import read_history
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY
 
+from conftest import TINY
 from medseg.data.layouts import Pair
 from medseg.data.patches import PatchDataset, ScaledImageDataset, patch_origin
 

@@ -312,6 +312,9 @@ def train(
       torchrun --nproc-per-node 4 -m medseg train data/isic -o runs/isic
       medseg train data/isic -o runs/cv --folds 5 --group-by patient_id
     """
+    from medseg.engine.budget import mark_start
+
+    mark_start()  # --time-budget counts from here: the imports and the data loading are inside it
     from medseg.engine.distributed import launch, under_torchrun
 
     overrides = list(set_ or [])

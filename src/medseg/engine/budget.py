@@ -13,6 +13,7 @@ whose single step outlasts the budget overruns by that step.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,23 @@ FINAL_VAL_SHARE = 0.15
 #: Forward-only validation of an image costs about this share of its training step (forward + backward
 #: is about 3 forwards, Kaplan et al. 2020 "Scaling laws", the 6N vs 2N FLOPs per token rule).
 FORWARD_SHARE = 1 / 3
+
+
+_marked_start: float | None = None
+
+
+def mark_start() -> None:
+    """Start the budget clock now, for the next :func:`take_start` (``medseg train`` marks its start,
+    so that importing torch and the models counts against ``--time-budget`` too)."""
+    global _marked_start
+    _marked_start = time.monotonic()
+
+
+def take_start() -> float:
+    """The marked start (used once, then forgotten), else now: where a run's budget starts."""
+    global _marked_start
+    start, _marked_start = (_marked_start if _marked_start is not None else time.monotonic()), None
+    return start
 
 
 @dataclass

@@ -29,7 +29,7 @@ from medseg.data.prepare import discover_and_check, split_for_training
 from medseg.data.readers import TargetSpec, typical_long_side
 from medseg.data.source import DataSource
 from medseg.data.transforms import normalize_batch
-from medseg.engine.budget import RunBudget, spread
+from medseg.engine.budget import RunBudget, spread, take_start
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
     DistContext,
@@ -161,7 +161,7 @@ def train(
 
 def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides, resume: bool, overwrite: bool,
            progress: bool, assignment: dict[str, str] | None) -> Path:
-    session_start = time.monotonic()  # the time budget counts from here: loading is inside it
+    session_start = take_start()  # the time budget counts from here (medseg train: from the command's start)
     main = ctx.is_main
     resume_state = None
     if not resume and (out / LAST).exists() and not overwrite:
