@@ -75,3 +75,14 @@ def test_time_patience_stops_by_time_not_epochs(tiny_dataset, tmp_path):
             best_elapsed, since[-1] = row["elapsed_seconds"], 0.0
     assert since[-1] >= patience_min * 60  # stopped once the patience had run out, and not before
     assert all(s < patience_min * 60 for s in since[:-1])
+
+
+def test_val_every_s_validates_by_time_and_always_at_the_end(tiny_dataset, tmp_path):
+    import math
+
+    from medseg.engine.train import train
+
+    run = train(tiny_dataset, tmp_path / "run", preset="default", progress=False,
+                overrides=TINY + ["train.epochs=3", "train.val_every_s=100000", "data.image_size=32"])
+    rows = read_history(run / "metrics.csv")
+    assert [math.isnan(r["val_dice"]) for r in rows] == [True, True, False]  # only the last one is due
