@@ -249,8 +249,9 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                       for e in range(1, cfg.train.epochs + 1))
     clock = RunBudget.from_minutes(cfg.train.time_budget_min, session_start,
                                    model_bytes=sum(p.numel() * 4 for p in model.parameters()))
-    if patch:  # a validation image (at the training scale) against a training patch, in pixels
-        clock.val_pixel_ratio = max(1.0, ((cfg.infer.train_side or patch) * cfg.data.scale / patch) ** 2)
+    if patch:  # pixels a validation image's overlapping windows cover, against one training patch
+        windows_per_side = (cfg.infer.train_side or patch) * cfg.data.scale / (patch * (1 - cfg.infer.overlap))
+        clock.val_pixel_ratio = max(1.0, windows_per_side ** 2)
     st = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "progress": 0.0,
           "epoch_images": 0, "best_elapsed": 0.0}
     history: list[dict[str, Any]] = []
