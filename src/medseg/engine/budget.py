@@ -6,8 +6,9 @@ end of the run (the *reserve*): the final validation, sized to at most :data:`FI
 budget, and the epoch-end writes (history, curves, checkpoint), each estimated from its last
 measurement (before the first one, from the training throughput and the model size). A validation
 that would not fit is shortened to an evenly spread subset of the validation images (every rank the
-same subset) or, between epochs, skipped. Only the very first optimiser step cannot be sized: a run
-whose single step outlasts the budget overruns by that step.
+same subset) or, between epochs, skipped. The first step is sized by a probe: one image's forward pass
+(timed, x 1 / :data:`FORWARD_SHARE` for forward + backward); a run where even that step does not fit
+trains no step, scores its final validation and ends.
 """
 
 from __future__ import annotations
@@ -120,6 +121,28 @@ class RunBudget:
             return n_val if room > 0 or final else 0
         k = min(n_val, int(max(room, 0.0) / per))
         return max(k, 1) if final else k
+
+
+def probe_seconds_per_image(model, images, mean_std, rt) -> float:
+    """Seconds one training image will take, from one timed forward pass of ``images[:1]`` (uint8 NCHW) in
+    eval mode without gradients (BatchNorm statistics untouched), scaled by 1 / FORWARD_SHARE. The first
+    call pays the kernels' warm-up, so the figure errs long: the budget errs on the safe side."""
+    import time as _time
+
+    import torch
+
+    from medseg.data.transforms import normalize_batch
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = normalize_batch(images[:1], *mean_std).to(rt.device, memory_format=rt.memory_format())
+        t0 = _time.monotonic()
+        with torch.no_grad(), rt.autocast():
+            model(x)
+        return (_time.monotonic() - t0) / FORWARD_SHARE
+    finally:
+        model.train(was_training)
 
 
 def spread(n: int, k: int) -> list[int]:

@@ -29,7 +29,7 @@ from medseg.data.prepare import discover_and_check, split_for_training
 from medseg.data.readers import TargetSpec, typical_long_side
 from medseg.data.source import DataSource
 from medseg.data.transforms import normalize_batch
-from medseg.engine.budget import RunBudget, spread, take_start
+from medseg.engine.budget import RunBudget, probe_seconds_per_image, spread, take_start
 from medseg.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
     DistContext,
@@ -325,14 +325,19 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                    unit="batch")
         for i, (images, masks) in enumerate(bar):
             if i % batches.accum == 0:  # an optimiser-step boundary: all ranks agree to go on or stop
+                if clock.bounded and clock.train_s_per_image is None:  # size the first step before taking it
+                    clock.train_s_per_image = probe_seconds_per_image(model, images, mean_std, rt)
                 now = time.monotonic()
                 step_s = (clock.train_s_per_image or 0.0) * batches.micro * batches.accum
                 stopped, (elapsed, reserve, fraction) = ctx.agree(clock.elapsed(now), clock.reserve(n_val) + step_s,
                                                                   clock.lr_fraction(now, n_val))
                 if stopped:
                     break
-                # every session takes one step; then no step starts that would eat into the end-of-run reserve
-                if clock.bounded and elapsed + reserve >= clock.total and st["step"] > session_steps:
+                # no step starts that would eat into the end-of-run reserve (final validation, writes)
+                if clock.bounded and elapsed + reserve >= clock.total:
+                    if st["step"] == session_steps:
+                        say(f"not even one training step (about {reserve:.0f} s with the final validation and "
+                            f"writes) fits in what is left of the time budget; ending without training")
                     out_of_time = True
                     break
                 time_progress = progress0 + (1 - progress0) * fraction if clock.bounded else 0.0
