@@ -17,7 +17,8 @@ def test_budget_sizes_validation_to_what_is_left():
     clock.val_s_per_image, clock.writes_s = 0.5, 1.0
     assert clock.val_images(100, now=10.0, final=True) == 95  # 60 - 10 - 1 - 1.1 = 47.9 s left: 95 images
     assert clock.val_images(100, now=50.0, final=False) == 0  # skipped: the final one needs its reserve
-    assert clock.val_images(100, now=59.0, final=True) == 1  # the final one scores at least one image
+    assert clock.val_images(100, now=59.0, final=True) == 0  # no time left: not even the final one
+    assert clock.val_images(100, now=59.0, final=True, at_least_one=True) == 1  # unless nothing was validated
     assert clock.reserve(100) == pytest.approx(0.15 * 60 + 1.0 + 1.1)  # capped at 15 % of the budget
     assert spread(10, 3) == [0, 4, 9] and spread(3, 5) == [0, 1, 2]
 

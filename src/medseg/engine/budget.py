@@ -105,11 +105,12 @@ class RunBudget:
         span = self.start + self.total - self.reserve(n_val) - self.train_start
         return float(np.clip((now - self.train_start) / max(span, 1e-9), 0.0, 1.0))
 
-    def val_images(self, n_val: int, now: float, *, final: bool) -> int:
-        """How many validation images fit now (0 = skip this validation; a final one scores at least one).
+    def val_images(self, n_val: int, now: float, *, final: bool, at_least_one: bool = False) -> int:
+        """How many validation images fit now (0 = skip this validation).
 
         Between epochs a validation must leave room for the final reserve; the final one may use what is
-        left after the writes and the margin.
+        left after the writes and the margin. ``at_least_one``: score one image even over the budget (a
+        run that has no validated model yet).
         """
         if self.total is None or n_val == 0:
             return n_val
@@ -118,9 +119,9 @@ class RunBudget:
         if not final:
             room -= self.reserve(n_val)
         if per is None or per <= 0:
-            return n_val if room > 0 or final else 0
+            return n_val if room > 0 or at_least_one else 0
         k = min(n_val, int(max(room, 0.0) / per))
-        return max(k, 1) if final else k
+        return max(k, 1) if at_least_one else k
 
 
 def probe_seconds_per_image(model, images, mean_std, rt) -> float:

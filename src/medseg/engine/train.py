@@ -378,14 +378,15 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         if estimate is not None and (hint := estimate.epoch_end()):
             say(hint)
         seen_all, loss_all = np.sum(ctx.gather([seen, loss_sum]), axis=0)
-        # validation: every epoch (or every train.val_every_s), always after the last; sized to the budget
+        # validation: every epoch (or every train.val_every_s) and after the last one; sized to the budget
         now = time.monotonic()
         step_s = (clock.train_s_per_image or 0.0) * batches.micro * batches.accum
         _, (no_room,) = ctx.agree(float(clock.bounded and clock.elapsed(now) + clock.reserve(n_val) + step_s
                                         >= clock.total))
         final = out_of_time or bool(no_room) or epoch == cfg.train.epochs
         due = final or cfg.train.val_every_s is None or now - last_val_at >= cfg.train.val_every_s
-        _, (k_val,) = ctx.agree(float(clock.val_images(n_val, now, final=final or st["best_dice"] < 0) if due else 0))
+        fits = clock.val_images(n_val, now, final=final, at_least_one=st["best_dice"] < 0) if due else 0
+        _, (k_val,) = ctx.agree(float(fits))
         k_val, val_loss, val_dice = int(k_val), float("nan"), float("nan")
         if k_val:
             v0 = time.monotonic()
