@@ -210,7 +210,7 @@ class TrainConfig(Section):
                                        "(epochs), which is then ignored")
     val_every_s: float | None = Field(None, gt=0, description="validate at the first epoch end at least this many "
                                       "seconds after the previous validation (None: every epoch); the last epoch "
-                                      "is always validated")
+                                      "is validated too (as far as the time budget allows)")
     ema: float | None = Field(None, gt=0, lt=1, description="decay of an exponential moving average of the weights "
                               "(e.g. 0.999; warm-up min(decay, (1+n)/(10+n)) after n steps); when set, the average "
                               "is validated and saved in best.pt / last.pt. None: no average")
