@@ -342,6 +342,7 @@ def train(
     run = run_train(source, out, config=settings, overrides=overrides, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
         console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
+    _state["exit_now"] = True  # every file is written (atomically): skip the interpreter's slow teardown
 
 
 def _plan_for_train(source, out: Path, preset, config, plan, overrides, resume, overwrite):
@@ -906,6 +907,12 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
     try:
         app()  # MedsegGroup.main moves --debug/--version given after the command to the front
+    except SystemExit as done:
+        if _state.get("exit_now") and not done.code:  # a finished `medseg train`: its time budget includes
+            from medseg.engine.budget import exit_now  # the exit, and tearing torch down takes seconds
+
+            exit_now()
+        raise
     except MedsegError as err:
         if _state["debug"]:
             raise
