@@ -7,8 +7,8 @@ budget, and the epoch-end writes (history, curves, checkpoint), each estimated f
 measurement (before the first one, from the training throughput and the model size). A validation
 that would not fit is shortened to an evenly spread subset of the validation images (every rank the
 same subset) or, between epochs, skipped. The first step is sized by a probe: one image's forward pass
-(timed, x 1 / :data:`FORWARD_SHARE` for forward + backward); a run where even that step does not fit
-trains no step, scores its final validation and ends.
+(timed after a warm-up pass, x 1 / :data:`FORWARD_SHARE` for forward + backward); a run where even
+that step does not fit trains no step, scores its final validation and ends.
 """
 
 from __future__ import annotations
@@ -142,9 +142,10 @@ def exit_now() -> None:
 
 
 def probe_seconds_per_image(model, images, mean_std, rt) -> float:
-    """Seconds one training image will take, from one timed forward pass of ``images[:1]`` (uint8 NCHW) in
-    eval mode without gradients (BatchNorm statistics untouched), scaled by 1 / FORWARD_SHARE. The first
-    call pays the kernels' warm-up, so the figure errs long: the budget errs on the safe side."""
+    """Seconds one training image will take, from a timed forward pass of ``images[:1]`` (uint8 NCHW) in
+    eval mode without gradients (BatchNorm statistics untouched), scaled by 1 / FORWARD_SHARE. The pass is
+    timed the second time (the first pays the kernels' warm-up); one image per pass forgoes the batch's
+    efficiency, so the figure errs long and the budget errs on the safe side."""
     import time as _time
 
     import torch
@@ -155,8 +156,9 @@ def probe_seconds_per_image(model, images, mean_std, rt) -> float:
     model.eval()
     try:
         x = normalize_batch(images[:1], *mean_std).to(rt.device, memory_format=rt.memory_format())
-        t0 = _time.monotonic()
         with torch.no_grad(), rt.autocast():
+            model(x)
+            t0 = _time.monotonic()
             model(x)
         return (_time.monotonic() - t0) / FORWARD_SHARE
     finally:
