@@ -287,6 +287,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                                     overlap=cfg.infer.overlap, batch_size=val_batch, ctx=ctx, indices=indices)
         return validate_epoch(scored, val_ds, criterion, rt, mean_std, cfg.infer.threshold, val_batch, ctx,
                               indices)
+
     def say(message: str) -> None:  # above the progress bar, not inside it
         if progress:
             tqdm.write(f"note: {message}")
