@@ -56,7 +56,7 @@ def run_one(name: str, minutes: float) -> dict:
     over = ["model.encoder_weights=none", f"train.time_budget_min={budget}"] + extra
     run = OUT / name
     t0 = time.monotonic()
-    train(DATA / data, run, preset=preset, overrides=over, overwrite=True, progress=False)
+    train(DATA / data, run, config=preset, overrides=over, overwrite=True, progress=False)
     wall = time.monotonic() - t0
     rows = read_history(run / "metrics.csv")
     summary = evaluate(run, DATA / data, split="val", progress=False)

@@ -31,7 +31,7 @@ def test_whole_run_stays_inside_the_budget(tmp_path):
     data = make_synthetic_dataset(tmp_path / "data", n_train=8, n_val=48, n_test=0, size=96, seed=2)
     budget_min = 0.5  # the floor (loading, a probe step, one validation image, writes) must fit on a loaded CPU
     t0 = time.monotonic()
-    run = train(data, tmp_path / "run", preset="default", progress=False,
+    run = train(data, tmp_path / "run", config="default", progress=False,
                 overrides=TINY + ["train.epochs=1000", "data.image_size=160", f"train.time_budget_min={budget_min}"])
     wall = time.monotonic() - t0
     assert wall <= budget_min * 60 * 1.05 + 2.0
@@ -48,9 +48,9 @@ def test_ema_changes_the_saved_weights_and_keeps_the_raw_ones_for_resuming(tiny_
     from medseg.engine.train import train
 
     base = TINY + ["train.epochs=1", "data.image_size=32"]
-    plain = _weights(train(tiny_dataset, tmp_path / "plain", preset="default", overrides=base,
+    plain = _weights(train(tiny_dataset, tmp_path / "plain", config="default", overrides=base,
                            progress=False) / "last.pt")
-    averaged = _weights(train(tiny_dataset, tmp_path / "ema", preset="default", overrides=base + ["train.ema=0.9"],
+    averaged = _weights(train(tiny_dataset, tmp_path / "ema", config="default", overrides=base + ["train.ema=0.9"],
                               progress=False) / "last.pt")
     key = next(k for k, v in plain["model"].items() if v.is_floating_point() and "weight" in k)
     # the same training (fp32, same seed): the raw weights match the plain run's, the saved average does not
@@ -64,7 +64,7 @@ def test_time_patience_stops_by_time_not_epochs(tiny_dataset, tmp_path):
     from medseg.engine.train import train
 
     patience_min = 0.01
-    run = train(tiny_dataset, tmp_path / "run", preset="default", progress=False,
+    run = train(tiny_dataset, tmp_path / "run", config="default", progress=False,
                 overrides=TINY + ["train.epochs=60", "train.patience=1000", f"train.patience_min={patience_min}",
                                   "data.image_size=32", "optim.lr=1e-7", "train.augment=none"])
     rows = read_history(run / "metrics.csv")
@@ -83,7 +83,7 @@ def test_val_every_s_validates_by_time_and_always_at_the_end(tiny_dataset, tmp_p
 
     from medseg.engine.train import train
 
-    run = train(tiny_dataset, tmp_path / "run", preset="default", progress=False,
+    run = train(tiny_dataset, tmp_path / "run", config="default", progress=False,
                 overrides=TINY + ["train.epochs=3", "train.val_every_s=100000", "data.image_size=32"])
     rows = read_history(run / "metrics.csv")
     assert [math.isnan(r["val_dice"]) for r in rows] == [True, True, False]  # only the last one is due

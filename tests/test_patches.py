@@ -77,7 +77,7 @@ def test_patch_run_trains_and_predicts_masks_at_the_input_size(tiny_dataset, tmp
     from medseg.inference.predictor import Predictor
     from medseg.inference.sliding import choose_mode
 
-    run = train(tiny_dataset, tmp_path / "run", preset="default", progress=False,
+    run = train(tiny_dataset, tmp_path / "run", config="default", progress=False,
                 overrides=TINY + ["train.epochs=1", "data.patch_size=32", "data.scale=0.75"])
     cfg = load_checkpoint(run)["config"]
     assert cfg["data"]["patch_size"] == 32 and cfg["data"]["scale"] == 0.75
