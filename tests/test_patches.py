@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from medseg.data.layouts import Pair
+from medseg.data.pairs import Pair
 from medseg.data.patches import PatchDataset, ScaledImageDataset, patch_origin
 
 

@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from medseg.data.layouts import Pair
+from medseg.data.augmentations import build_augmentation
+from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
-from medseg.data.transforms import build_augmentation
 
 #: Decoded, resampled pixels (bytes: 3 for the image + 1 for the mask per pixel) kept in memory at most;
 #: a larger set is read from disk for each patch so that memory stays bounded.
