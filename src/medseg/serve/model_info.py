@@ -36,9 +36,9 @@ def _training_metrics(model_path: Path, predictor) -> dict[str, Any]:
                 pass
         return out
     try:
-        import torch
+        from medseg.engine.checkpoint import read_payload
 
-        ckpt = torch.load(predictor.source, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = read_payload(Path(predictor.source), mmap=True)
         for key in ("epoch", "val_dice"):
             if key in ckpt:
                 out[key] = ckpt[key]
