@@ -2,6 +2,6 @@
 (surface), threshold-free pixel scores (pixel_scores), the failure flag (qc), run comparison (compare)
 and the HTML report (report)."""
 
-from medseg.evaluation.evaluate import evaluate, iter_pair_predictions
+from medseg.evaluation.evaluate import evaluate
 
-__all__ = ["evaluate", "iter_pair_predictions"]
+__all__ = ["evaluate"]

@@ -31,7 +31,7 @@ from medseg.engine.checkpoint import BEST, LAST
 from medseg.engine.cv import PLAN, fold_dir, make_plan, read_plan
 from medseg.engine.train import train
 from medseg.errors import DataError
-from medseg.evaluation.evaluate import iter_pair_predictions, read_roi, score_image, surface_extra
+from medseg.evaluation.evaluate import read_roi, score_image, surface_extra
 from medseg.evaluation.intervals import add_intervals
 from medseg.evaluation.pixel_scores import image_histograms, pooled_scores
 from medseg.evaluation.surface import SURFACE_NAMES
@@ -99,7 +99,10 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
             raise DataError("the cross-validation summary handles binary runs; multi-class folds are trained but "
                             "not pooled")
         pairs = [by_id[c] for c, f in plan["assignment"].items() if f == i and c in by_id]
-        for pair, _, proba in iter_pair_predictions(predictor, pairs):
+        for r in predictor.stream_pairs(pairs):
+            if r.error is not None:
+                continue
+            pair, proba = r.item, r.proba
             truth = read_pair_target(pair, spec) != 0
             cases.append(pair.case_id)
             probas.append(proba.astype(np.float16))

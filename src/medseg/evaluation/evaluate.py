@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +21,7 @@ from tqdm.auto import tqdm
 from medseg.config import label_names
 from medseg.data.pairs import Pair
 from medseg.data.prepare import discover_and_check, pairs_for_split
-from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
+from medseg.data.readers import TargetSpec, read_pair_target
 from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
 from medseg.evaluation.intervals import add_intervals
@@ -40,42 +38,6 @@ from medseg.metrics import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def iter_pair_predictions(predictor: Predictor, pairs: list[Pair], *, uncertainty: bool = False
-                          ) -> Iterator[tuple[Pair, Any, Any]]:
-    """Yield (pair, image, probability map) for readable pairs, reading the next batch in a thread.
-
-    With ``uncertainty`` the third item is (probabilities, standard deviation over TTA members).
-
-    Pairs (not paths) so that frames of multi-frame DICOM files work; DICOM images are windowed with the
-    run's ``data.window``. Unreadable images are logged and skipped.
-    """
-    bs = predictor.config.infer.batch_size
-    window = predictor.config.data.window
-    chunks = [pairs[i : i + bs] for i in range(0, len(pairs), bs)]
-
-    def read(chunk: list[Pair]) -> list[tuple[Pair, Any]]:
-        out = []
-        for pair in chunk:
-            try:
-                out.append((pair, read_pair_image(pair, window)))
-            except MedsegError as err:
-                log.warning("skipped %s", err)
-        return out
-
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read, chunks[0]) if chunks else None
-        for i in range(len(chunks)):
-            loaded = pending.result()
-            pending = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
-            if loaded:
-                if uncertainty:
-                    results = predictor.predict_batch([img for _, img in loaded], uncertainty=True)
-                else:
-                    results = predictor.predict_proba_batch([img for _, img in loaded])
-                for (pair, image), result in zip(loaded, results, strict=True):
-                    yield pair, image, result
 
 
 def pair_spacing(pair: Pair) -> tuple[float, float] | None:
@@ -211,9 +173,11 @@ def evaluate(
     hists: list[np.ndarray] = []
     qc_scores: list[float] = []
     n_roi = 0
-    for pair, image, result in iter_pair_predictions(predictor, pairs, uncertainty=qc):
+    for r in predictor.stream_pairs(pairs, uncertainty=qc):
         bar.update(1)
-        proba, std = result if qc else (result, None)
+        if r.error is not None:
+            continue
+        pair, image, proba, std = r.item, r.image, r.proba, r.uncertainty
         try:
             truth = read_pair_target(pair, spec)
             roi = read_roi(pair, truth.shape)

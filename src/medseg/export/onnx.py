@@ -74,13 +74,12 @@ class ExportReport:
 def compare(reference: Predictor, candidate: Predictor, images: list[np.ndarray]) -> Parity:
     """Probability difference and mask agreement of ``candidate`` against ``reference`` on ``images``."""
     max_diff, agree, total = 0.0, 0, 0
-    for i in range(0, len(images), reference.config.infer.batch_size):
-        chunk = images[i : i + reference.config.infer.batch_size]
-        for a, b in zip(reference.predict_proba_batch(chunk), candidate.predict_proba_batch(chunk), strict=True):
-            max_diff = max(max_diff, float(np.abs(a - b).max()))
-            ma, mb = reference.to_mask(a), candidate.to_mask(b)
-            agree += int(np.count_nonzero(ma == mb))
-            total += ma.size
+    for a, b in zip(reference.stream(images, read=np.asarray), candidate.stream(images, read=np.asarray),
+                    strict=True):
+        max_diff = max(max_diff, float(np.abs(a.proba - b.proba).max()))
+        ma, mb = reference.to_mask(a.proba), candidate.to_mask(b.proba)
+        agree += int(np.count_nonzero(ma == mb))
+        total += ma.size
     return Parity(max_diff, agree / max(total, 1), len(images), total)
 
 

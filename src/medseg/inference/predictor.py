@@ -9,17 +9,20 @@ server all go through it, so a mask is computed one way everywhere, whichever ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, validate
 from medseg.data.geometry import letterbox, unletterbox
+from medseg.data.layouts import Pair
+from medseg.data.readers import read_pair_image
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.runtime import Runtime, resolve_runtime
 from medseg.errors import CheckpointError, ConfigError, MedsegError
@@ -33,6 +36,7 @@ from medseg.io.images import write_png
 from medseg.io.outputs import check_outputs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Pixels of decoded images read ahead, or waiting to be written, beyond the one in hand (a 4000x3000
 #: photo and a little more): folders of large images keep memory bounded like folders of small ones.
@@ -56,13 +60,16 @@ def output_paths(source: Path, out_dir: Path, *, overlay: bool = False, uncertai
 
 
 @dataclass
-class Prediction:
-    """One image's result: probabilities (HxW, or HxWxC for several classes) and, on request, uncertainty."""
+class Prediction(Generic[T]):
+    """One item's result: its image (RGB uint8 HxWx3), probabilities (float32 HxW, or HxWxC for several
+    classes) and, on request, the per-pixel standard deviation over TTA members; or the one-sentence
+    ``error`` that kept the item from being read (image and proba None)."""
 
-    path: Path | None
-    image: np.ndarray
-    proba: np.ndarray
+    item: T
+    image: np.ndarray | None
+    proba: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
+    error: str | None = None
 
 
 def list_images(path: Path) -> list[Path]:
@@ -242,54 +249,27 @@ class Predictor:
             return read_image(Path(image))
         return as_rgb_uint8(image, channel_order)
 
-    # ------------------------------------------------------------------ streaming over files
-    def iter_results(self, files: Iterable[Path], *, batch_size: int | None = None, uncertainty: bool = False,
-                     on_error=None) -> Iterator[Prediction]:
-        """Yield a :class:`Prediction` per readable file, reading the next batch in a thread meanwhile.
+    # ------------------------------------------------------------------ streaming
+    def stream(self, items: Iterable[T], *, read: Callable[[T], np.ndarray] = read_image,
+               uncertainty: bool = False, batch_size: int | None = None) -> Iterator[Prediction[T]]:
+        """One :class:`Prediction` per item, in order: ``read(item)`` runs one batch ahead in a thread.
 
-        Memory holds at most two batches whatever the number of files (a batch stops early once its
-        images hold 16 megapixels, so large images are read one or a few at a time); unreadable files
-        go to ``on_error(path, message)`` and are skipped.
+        ``items`` are image files (the default ``read``), data pairs, DICOM frames or arrays; ``read``
+        returns an RGB uint8 HxWx3 array or raises :class:`~medseg.errors.MedsegError`, which gives that
+        item a Prediction with ``error`` set (the stream is never shortened silently). Memory holds at
+        most two batches whatever the number of items: a batch has at most ``batch_size``
+        (``infer.batch_size``) images and stops early once they hold 16 megapixels.
         """
-        bs = batch_size or self.config.infer.batch_size
-        files = list(files)
+        return stream_predictions(self, items, read=read, uncertainty=uncertainty, batch_size=batch_size)
 
-        def read_chunk(start: int) -> tuple[list[tuple[Path, np.ndarray | None, str]], int]:
-            """Up to ``bs`` images from ``start``, fewer once they hold _CHUNK_PIXELS (one at least)."""
-            out, pixels, i = [], 0, start
-            while i < len(files) and len(out) < bs and (not out or pixels < _CHUNK_PIXELS):
-                path = files[i]
-                i += 1
-                try:
-                    image = read_image(path)
-                    pixels += image.shape[0] * image.shape[1]
-                    out.append((path, image, ""))
-                except MedsegError as err:
-                    out.append((path, None, str(err)))
-            return out, i
-
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = reader.submit(read_chunk, 0) if files else None
-            while pending is not None:
-                loaded, next_start = pending.result()
-                pending = reader.submit(read_chunk, next_start) if next_start < len(files) else None
-                good = [(p, img) for p, img, _ in loaded if img is not None]
-                for p, img, err in loaded:
-                    if img is None and on_error:
-                        on_error(p, err)
-                del loaded
-                if good:
-                    results = self.predict_batch([g[1] for g in good], uncertainty=uncertainty)
-                    for j, (path, img) in enumerate(good):
-                        (proba, unc), results[j], good[j] = results[j], None, None  # the caller owns them now
-                        yield Prediction(path, img, proba, unc)
-                        del proba, unc, img
-
-    def iter_predictions(self, files: Iterable[Path], *, batch_size: int | None = None,
-                         on_error=None) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-        """Yield (path, image, probability map) for readable files (see :meth:`iter_results`)."""
-        for r in self.iter_results(files, batch_size=batch_size, on_error=on_error):
-            yield r.path, r.image, r.proba
+    def stream_pairs(self, pairs: Iterable[Pair], *, uncertainty: bool = False) -> Iterator[Prediction[Pair]]:
+        """:meth:`stream` over data pairs (frames of multi-frame DICOM files included), DICOM images
+        windowed with the run's ``data.window``; an unreadable image is logged and comes with ``error``."""
+        for r in self.stream(pairs, read=partial(read_pair_image, window=self.config.data.window),
+                             uncertainty=uncertainty):
+            if r.error is not None:
+                log.warning("skipped %s", r.error)
+            yield r
 
     def predict_folder(self, source: str | Path | list[Path], out_dir: str | Path, *, overlay: bool = False,
                        uncertainty: bool = False, progress: bool = True, qc: bool = False) -> FolderResult:
@@ -308,21 +288,21 @@ class Predictor:
                        for item in plan], what="output")
         result = FolderResult()
 
-        def failed(path: Path, message: str) -> None:  # the caller reports result.failed (once)
-            result.failed.append((path, message))
-            log.debug("skipped %s", message)
-
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         max_pending = 2 * self.config.infer.batch_size
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes: list[tuple[Any, int]] = []
-            for r in self.iter_results(files, uncertainty=uncertainty or qc, on_error=failed):
-                target = output_paths(r.path, out_dir)[0]
+            for r in self.stream(files, uncertainty=uncertainty or qc):
+                if r.error is not None:  # the caller reports result.failed (once)
+                    result.failed.append((r.item, r.error))
+                    log.debug("skipped %s", r.error)
+                    continue
+                target = output_paths(r.item, out_dir)[0]
                 if qc:
                     from medseg.inference.tta import qc_score
 
-                    result.qc.append((r.path.name, qc_score(r.proba, r.uncertainty, self.threshold)))
-                    r = r if uncertainty else Prediction(r.path, r.image, r.proba)
+                    result.qc.append((r.item.name, qc_score(r.proba, r.uncertainty, self.threshold)))
+                    r.uncertainty = r.uncertainty if uncertainty else None
                 pixels = r.image.shape[0] * r.image.shape[1]
                 writes.append((writer.submit(self._write_outputs, r, target, overlay), pixels))
                 result.written.append(target)
@@ -345,13 +325,58 @@ class Predictor:
         colours = class_colours(self.config) if r.proba.ndim == 3 else None
         r.proba = None  # not needed any more: free it before the overlay (large images)
         # extras first, mask last: a mask on disk means this image's outputs are complete
-        extras = output_paths(r.path, target.parent, overlay=overlay, uncertainty=r.uncertainty is not None)[1:]
+        extras = output_paths(r.item, target.parent, overlay=overlay, uncertainty=r.uncertainty is not None)[1:]
         for path in extras:
             if path.name.endswith("_overlay.png"):
                 write_png(path, make_overlay(r.image, mask, colours=colours))
             else:
                 write_png(path, uncertainty_image(r.uncertainty))
         write_png(target, mask, palette=colours)
+
+
+
+def stream_predictions(predictor, items: Iterable[T], *, read: Callable[[T], np.ndarray] = read_image,
+                       uncertainty: bool = False, batch_size: int | None = None) -> Iterator[Prediction[T]]:
+    """:meth:`Predictor.stream` for any predictor with ``predict_proba_batch`` (``predict_batch`` with
+    ``uncertainty``) and ``config.infer.batch_size``: an ensemble, a test double."""
+    bs = batch_size or predictor.config.infer.batch_size
+    items = list(items)
+
+    def read_chunk(start: int) -> tuple[list[Prediction[T]], int]:
+        """Up to ``bs`` items from ``start``, fewer once their images hold _CHUNK_PIXELS (one at least)."""
+        out: list[Prediction[T]] = []
+        pixels, i = 0, start
+        while i < len(items) and len(out) < bs and (not out or pixels < _CHUNK_PIXELS):
+            item = items[i]
+            i += 1
+            try:
+                image = read(item)
+                pixels += image.shape[0] * image.shape[1]
+                out.append(Prediction(item, image))
+            except MedsegError as err:
+                out.append(Prediction(item, None, error=str(err)))
+        return out, i
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read_chunk, 0) if items else None
+        while pending is not None:
+            loaded, next_start = pending.result()
+            pending = reader.submit(read_chunk, next_start) if next_start < len(items) else None
+            good = [r for r in loaded if r.error is None]
+            if good:
+                images = [r.image for r in good]
+                if uncertainty:
+                    results = predictor.predict_batch(images, uncertainty=True)
+                else:
+                    results = [(p, None) for p in predictor.predict_proba_batch(images)]
+                del images
+                for r, (proba, unc) in zip(good, results, strict=True):
+                    r.proba, r.uncertainty = proba, unc
+                del good, results
+            for j in range(len(loaded)):
+                r, loaded[j] = loaded[j], None  # the caller owns it now: memory is freed as it goes
+                yield r
+                del r
 
 
 def output_plan(files: list[Path], out_dir: Path, *, overlay: bool = False, uncertainty: bool = False

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.errors import DataError, MedsegError
+from medseg.inference.predictor import stream_predictions
 from medseg.io.dicom import DicomFrame, check_image, decode, is_dicom, read_dataset
 from medseg.io.dicom_series import Series, has_dicom, scan_dicom
 from medseg.io.images import write_png
@@ -65,45 +66,38 @@ def predict_series_labels(predictor, series: Series, *, progress=None,
                           failed: list[tuple[Path, str]] | None = None) -> tuple[Series, list[np.ndarray]]:
     """(the frames that could be read, H x W uint8 labels for each; 1 = foreground when binary).
 
-    Files that cannot be decoded go to ``failed`` (path, message) and their frames are left out.
+    Frames stream through :func:`~medseg.inference.predictor.stream_predictions` (read one batch ahead,
+    each file decoded once); a file that cannot be decoded goes to ``failed`` (path, message) once and
+    its frames are left out.
     """
     window = predictor.config.data.window
-    bs = predictor.config.infer.batch_size
     binary = int(predictor.config.model.classes) == 1
+    cached: list = [None, None, None]  # path, dataset, pixels of the file read last (the reader thread's)
+
+    def read(frame: DicomFrame) -> np.ndarray:
+        if cached[0] != frame.path:
+            cached[:] = frame.path, None, None
+            ds = read_dataset(frame.path)
+            check_image(ds, frame.path)
+            cached[1:] = ds, decode(ds, frame.path)
+        if cached[2] is None:
+            raise DataError(f"{frame.path} could not be decoded")  # reported with the file's first frame
+        return _frame_rgb(cached[1], cached[2][frame.index], frame, window)
+
     out: list[np.ndarray] = []
     kept: list[DicomFrame] = []
-    cached: tuple[Path, object, np.ndarray | None] | None = None
-    batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        for proba in predictor.predict_proba_batch(batch):
-            mask = predictor.to_mask(proba)
-            out.append((mask > 0).astype(np.uint8) if binary else mask.astype(np.uint8))
-            if progress is not None:
-                progress.update(1)
-        batch.clear()
-
-    for frame in series.frames:
-        if cached is None or cached[0] != frame.path:
-            try:
-                ds = read_dataset(frame.path)
-                check_image(ds, frame.path)
-                cached = (frame.path, ds, decode(ds, frame.path))
-            except DataError as err:
-                cached = (frame.path, None, None)
-                if failed is not None:
-                    failed.append((frame.path, str(err)))
-        _, ds, pixels = cached
-        if pixels is None:
-            if progress is not None:
-                progress.update(1)
+    reported: set[Path] = set()
+    for r in stream_predictions(predictor, series.frames, read=read):
+        if progress is not None:
+            progress.update(1)
+        if r.error is not None:
+            if failed is not None and r.item.path not in reported:
+                failed.append((r.item.path, r.error))
+            reported.add(r.item.path)
             continue
-        kept.append(frame)
-        batch.append(_frame_rgb(ds, pixels[frame.index], frame, window))
-        if len(batch) >= bs:
-            flush()
-    if batch:
-        flush()
+        mask = predictor.to_mask(r.proba)
+        kept.append(r.item)
+        out.append((mask > 0).astype(np.uint8) if binary else mask.astype(np.uint8))
     return Series(series.uid, kept), out
 
 

@@ -22,16 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from medseg.config import save_config, validate
 from medseg.data.source import DataSource
-from medseg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from medseg.engine.checkpoint import load_checkpoint, resolve_checkpoint, write_payload
 from medseg.errors import MedsegError
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.predictor import Predictor
-from medseg.io.files import atomic_path, write_text_atomic
+from medseg.io.files import write_text_atomic
 from medseg.metrics import confusion
 
 log = logging.getLogger(__name__)
@@ -93,12 +92,15 @@ def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = F
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
     """Foreground probabilities, true masks (bool) and, with ``crf``, CRF-refined probabilities of ``pairs``."""
     from medseg.data.readers import TargetSpec, read_pair_target
-    from medseg.evaluation import iter_pair_predictions
 
     spec = TargetSpec.from_config(predictor.config)  # masks read as the run trained (data.invert_masks)
     probas, truths, refined = [], [], []
     bar = tqdm(total=len(pairs), desc="predicting validation", unit="img", disable=not progress)
-    for pair, image, proba in iter_pair_predictions(predictor, pairs):
+    for r in predictor.stream_pairs(pairs):
+        bar.update(1)
+        if r.error is not None:
+            continue
+        pair, image, proba = r.item, r.image, r.proba
         if proba.ndim != 2:
             raise MedsegError("post-processing tuning handles one foreground class; this model has several")
         probas.append(proba)
@@ -107,7 +109,6 @@ def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = F
             from medseg.inference.crf import crf_refine
 
             refined.append(crf_refine(image, proba))
-        bar.update(1)
     bar.close()
     return probas, truths, (refined if crf else None)
 
@@ -120,8 +121,7 @@ def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
     payload["config"]["infer"] = {**payload["config"].get("infer", {}), **settings}
     cfg = validate(payload["config"])
     payload["config"] = cfg.model_dump(mode="json")
-    with atomic_path(file) as tmp:
-        torch.save(payload, tmp)
+    write_payload(file, payload)
     if (file.parent / "config.yaml").is_file():
         save_config(cfg, file.parent / "config.yaml")
     return file
