@@ -73,3 +73,19 @@ def test_trained_run_resumes_and_loads_with_weights_only(tiny_run):
     for name in ("best.pt", "last.pt"):
         payload = torch.load(tiny_run / name, weights_only=True)
         assert {"model", "config", "versions"} <= payload.keys()
+
+
+def test_cli_refuses_a_hostile_checkpoint(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    file, marker = _hostile(tmp_path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    for args in (["predict", str(file), str(tmp_path / "photo.png"), "--out", str(tmp_path / "out")],
+                 ["export", str(file), "--out", str(tmp_path / "model.onnx")]):
+        result = CliRunner().invoke(app, args)  # the CLI's entry point prints a MedsegError in one line
+        assert result.exit_code != 0 and isinstance(result.exception, CheckpointError)
+        assert "refused, since loading it could run code" in str(result.exception)
+    assert not marker.exists() and not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from _dicom_factories import PATIENT_NAME, ct_series, enhanced_ct
 from medseg.cli import app
 from medseg.config import Config
-from medseg.inference.series_output import predict_dicom
+from medseg.inference.dicom_prediction import predict_dicom
 from medseg.io.dicom_series import scan_dicom
 from medseg.io.formats import read_image
 from medseg.io.labels import read_seg

@@ -26,7 +26,7 @@ def dicom_dataset(tmp_path_factory):
         (series,) = scan_dicom(root / "images" / f"case{case}").series
         labels = np.stack([(read_dicom_values(f.path) >= 300).astype(np.uint8) for f in series.frames])
         write_seg([read_dataset(p, pixels=False) for p in series.files], labels, root / "labels" / f"seg{case}.dcm",
-                  class_names=["lesion"], algorithm="ground truth", version="1")
+                  segment_names=["lesion"], algorithm="ground truth", version="1")
     return root
 
 

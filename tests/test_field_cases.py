@@ -285,7 +285,7 @@ def test_two_dicom_files_with_one_output_name_are_not_overwritten(tmp_path):
 
 def test_predicting_two_dicom_files_with_one_output_name_reports_the_second(tmp_path):
     from _dicom_factories import ct_slice
-    from medseg.inference.series_output import predict_dicom
+    from medseg.inference.dicom_prediction import predict_dicom
     from test_dicom_seg import FakePredictor
 
     ct_slice(tmp_path / "in" / "scan.dcm", np.full((8, 8), 1000, np.int16))

@@ -162,7 +162,7 @@ def test_dicom_datasets_with_png_seg_or_volume_labels_check_clean(tmp_path):
     (tmp_path / "labels").mkdir()
     sitk.WriteImage(vol, str(tmp_path / "labels" / "case1.nii.gz"))
     sources = [read_dataset(p, pixels=False) for p in series.files]
-    write_seg(sources, binary, tmp_path / "segs" / "anything.dcm", class_names=["lesion"], algorithm="test",
+    write_seg(sources, binary, tmp_path / "segs" / "anything.dcm", segment_names=["lesion"], algorithm="test",
               version="1")
     for masks_dir in ("masks", "labels", "segs"):
         index = find_pairs(images=tmp_path / "images", masks=tmp_path / masks_dir)

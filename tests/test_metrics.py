@@ -11,14 +11,18 @@ import pytest
 import torch
 
 from medseg.errors import DataError
+from medseg.io.tables import write_per_image_csv, write_summary_json
 from medseg.metrics import (
+    METRICS,
     THRESHOLDED_JACCARD_CUTOFF,
+    Confusion,
     MetricAccumulator,
+    batch_confusion,
     batch_dice,
     confusion,
+    dice,
     image_metrics,
-    write_per_image_csv,
-    write_summary_json,
+    iou,
 )
 
 
@@ -189,3 +193,23 @@ def test_writers_are_atomic_and_valid(tmp_path):
     loaded = json.loads(path.read_text())  # NaN became null: strict JSON
     assert loaded["dice"] is None and loaded["n_images"] == 0 and loaded["note"] == [1.5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "summary.json"]  # no temp files left
+
+
+def test_pure_functions_on_hand_counts():
+    """Golden values from one confusion count: tp 3, fp 1, fn 2, tn 4 (10 pixels)."""
+    c = Confusion(3, 1, 2, 4)
+    assert dice(c) == pytest.approx(6 / 9) and iou(c) == pytest.approx(3 / 6)
+    got = {name: f(c) for name, f in METRICS.items()}
+    assert got == pytest.approx({"dice": 6 / 9, "iou": 0.5, "sensitivity": 3 / 5, "specificity": 4 / 5,
+                                 "precision": 3 / 4, "accuracy": 7 / 10, "thresholded_jaccard": 0.0})
+    assert dice(Confusion(0, 0, 0, 9)) == 1.0 and iou(Confusion(0, 2, 0, 7)) == 0.0
+
+
+def test_batch_confusion_counts_match_numpy():
+    rng = np.random.default_rng(3)
+    pred, truth = rng.random((4, 7, 5)) > 0.5, rng.random((4, 7, 5)) > 0.6
+    counts = batch_confusion(torch.from_numpy(pred), torch.from_numpy(truth))
+    for i in range(4):
+        assert tuple(int(v[i]) for v in counts) == tuple(confusion(pred[i], truth[i]))
+    np.testing.assert_allclose(dice(counts).numpy(), [dice(confusion(p, t)) for p, t in zip(pred, truth, strict=True)],
+                               rtol=1e-6)

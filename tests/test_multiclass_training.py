@@ -14,7 +14,7 @@ from conftest import TINY  # noqa: I001
 from medseg.config import build_config
 from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_target
-from medseg.engine.stages import plan_epoch
+from medseg.engine.epoch_plan import plan_epoch
 from medseg.errors import DataError
 from medseg.metrics import batch_dice_multiclass
 

@@ -7,7 +7,8 @@ import pytest
 
 from medseg.config import build_config
 from medseg.inference.postprocess import Postprocess, fill_holes, largest_component, remove_small_objects
-from medseg.inference.tuning import dice, search
+from medseg.inference.postprocess_tuning import search
+from medseg.metrics import mask_dice as dice
 
 
 def blobs() -> np.ndarray:

@@ -17,7 +17,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from _dicom_factories import PATIENT_ID, PATIENT_NAME, ct_series
-from medseg.inference.series_output import predict_dicom
+from medseg.inference.dicom_prediction import predict_dicom
 from medseg.io.dicom_repair import repair_header
 from medseg.io.labels import read_seg
 from test_dicom_seg import FakePredictor

@@ -542,9 +542,9 @@ def predict(
       torchrun --nproc-per-node 4 -m medseg predict runs/isic big_folder/ -o masks/
     """
     from medseg.engine.distributed import DistContext, init_distributed, shutdown, under_torchrun
+    from medseg.inference.dicom_prediction import is_dicom_input, predict_dicom
     from medseg.inference.folder_run import predict_folder_restartable
     from medseg.inference.predictor import Predictor
-    from medseg.inference.series_output import is_dicom_input, predict_dicom
 
     overrides = _inference_overrides(set_, threshold)
     if tta is False and uncertainty:
@@ -660,7 +660,7 @@ def tune_postprocess(
       medseg tune-postprocess runs/isic data/isic
       medseg tune-postprocess runs/isic data/isic --dry-run
     """
-    from medseg.inference.tuning import tune_postprocess as run_tuning
+    from medseg.inference.postprocess_tuning import tune_postprocess as run_tuning
 
     result = run_tuning(run, source, split=split, store=not dry_run)
     table = Table(title=f"post-processing on {split} ({result['n_images']} images)")

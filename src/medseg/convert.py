@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,12 @@ from medseg.io.dicom_series import scan_dicom
 from medseg.io.files import write_text_atomic
 from medseg.io.formats import mask_format, read_image
 from medseg.io.images import IMAGE_SUFFIXES, write_png
-from medseg.io.outputs import check_not_input
+from medseg.io.outputs import BatchResult, check_not_input
 from medseg.io.windowing import colour_to_uint8, grey_to_uint8, parse_window, rescale_of
 
 log = logging.getLogger(__name__)
 
 _OFTEN_BURNED_IN = frozenset({"US", "OT", "SC", "XC", "ES", "XA", "RF"})  # modalities with text in the pixels
-
-
-@dataclass
-class ConvertResult:
-    written: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)  # (file, one-sentence reason)
-    notes: list[str] = field(default_factory=list)  # warnings that did not stop anything
 
 
 def anonymous_uid(uid: str) -> str:
@@ -97,7 +89,7 @@ def _sidecar(ds, frame: DicomFrame, src: Path, *, bits: int, window, offset: int
 
 
 def convert_dicom(src: str | Path, dst: str | Path, *, window: str | None = None, bits: int = 8,
-                  anonymize: bool = False) -> ConvertResult:
+                  anonymize: bool = False) -> BatchResult:
     """One PNG (+ ``.json`` sidecar) per frame of every DICOM image under ``src``; see the module docstring."""
     src, dst = Path(src), Path(dst)
     if bits not in (8, 16):
@@ -105,7 +97,7 @@ def convert_dicom(src: str | Path, dst: str | Path, *, window: str | None = None
     parse_window(window)
     check_not_input(dst, [src], what="output folder")  # sidecars and PNGs never land among the sources
     scan = scan_dicom(src, dedupe=False)  # every file is converted, re-encoded copies included
-    result = ConvertResult(failed=list(scan.failed))
+    result = BatchResult(failed=list(scan.failed))
     by_file: dict[Path, list[DicomFrame]] = {}
     for f in scan.frames:
         by_file.setdefault(f.path, []).append(f)
@@ -159,7 +151,7 @@ def _label_files(labels: Path) -> list[Path]:
     return [p for p in files if (fmt := mask_format(p)) is not None and fmt.name != "image"]
 
 
-def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -> ConvertResult:
+def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -> BatchResult:
     """One mask PNG per annotated slice (or image), named after it; see the module docstring.
 
     SEG and NRRD/NIfTI label maps need ``reference`` = the DICOM series they annotate; LabelMe JSON
@@ -173,7 +165,7 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
         raise DataError(f"no label files in {labels} (looked for DICOM SEG, NRRD, NIfTI and LabelMe JSON)")
     labelme = [p for p in files if mask_format(p).name == "labelme"]
     volumes = [p for p in files if p not in labelme]
-    result = ConvertResult()
+    result = BatchResult()
     if labelme:
         _convert_labelme(labelme, reference, out, result)
     if volumes:
@@ -181,9 +173,9 @@ def convert_labels(labels: str | Path, reference: str | Path, out: str | Path) -
     return result
 
 
-def _convert_volumes(files: list[Path], reference: Path, out: Path, result: ConvertResult) -> None:
+def _convert_volumes(files: list[Path], reference: Path, out: Path, result: BatchResult) -> None:
     from medseg.io.formats import labels_for_frames
-    from medseg.io.labels import class_names
+    from medseg.io.labels import named_label_values
 
     scan = scan_dicom(reference)
     result.failed += scan.failed
@@ -192,7 +184,7 @@ def _convert_volumes(files: list[Path], reference: Path, out: Path, result: Conv
     names = {}
     for p in files:
         try:
-            names[p] = class_names(p)
+            names[p] = named_label_values(p)
         except DataError as err:
             result.failed.append((p, str(err)))
     done: dict[DicomFrame, Path] = {}
@@ -246,7 +238,7 @@ def _convert_volumes(files: list[Path], reference: Path, out: Path, result: Conv
             result.notes.append(f"SEG {p} has {n} pixels in more than one segment; the higher segment number wins")
 
 
-def _convert_labelme(files: list[Path], reference: Path, out: Path, result: ConvertResult) -> None:
+def _convert_labelme(files: list[Path], reference: Path, out: Path, result: BatchResult) -> None:
     """One mask per annotated image. Several LabelMe files for one image (a copy made while annotating)
     are merged: their shapes are drawn into one mask in file-name order (later shapes over earlier
     ones), and a note names the files."""

@@ -28,18 +28,13 @@ other sources with NaN are skipped rather than poisoning the mean.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from medseg.errors import DataError
-from medseg.io.files import write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -58,13 +53,67 @@ METRIC_NAMES = (
 )
 
 
-def _ratio(num: int, den: int) -> float:
-    """num / den, with 0 / 0 = 1 (the module's empty-mask convention)."""
-    return 1.0 if den == 0 else num / den
+class Confusion(NamedTuple):
+    """Pixel counts of one image (ints), or of each image of a batch (torch tensors of shape (N,))."""
+
+    tp: Any
+    fp: Any
+    fn: Any
+    tn: Any
 
 
-def confusion(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int, int]:
-    """Return (tp, fp, fn, tn) pixel counts of a predicted and a true mask of the same shape."""
+def _ratio(num, den):
+    """num / den, with 0 / 0 = 1 (the module's empty-mask convention); per element for tensors."""
+    if isinstance(den, (int, float, np.integer)):
+        return 1.0 if den == 0 else num / den
+    import torch
+
+    return torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+
+
+def dice(c: Confusion):
+    """Dice (F1) = 2 tp / (2 tp + fp + fn); 1 when both masks are empty."""
+    return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+def iou(c: Confusion):
+    """IoU (Jaccard) = tp / (tp + fp + fn); 1 when both masks are empty."""
+    return _ratio(c.tp, c.tp + c.fp + c.fn)
+
+
+def sensitivity(c: Confusion):
+    """Sensitivity (recall, true positive rate) = tp / (tp + fn)."""
+    return _ratio(c.tp, c.tp + c.fn)
+
+
+def specificity(c: Confusion):
+    """Specificity (true negative rate) = tn / (tn + fp)."""
+    return _ratio(c.tn, c.tn + c.fp)
+
+
+def precision(c: Confusion):
+    """Precision (positive predictive value) = tp / (tp + fp)."""
+    return _ratio(c.tp, c.tp + c.fp)
+
+
+def accuracy(c: Confusion):
+    """Pixel accuracy = (tp + tn) / all pixels."""
+    return _ratio(c.tp + c.tn, c.tp + c.fp + c.fn + c.tn)
+
+
+def thresholded_jaccard(c: Confusion) -> float:
+    """ISIC 2018 challenge score of one image: IoU when it is at least 0.65, else 0."""
+    j = iou(c)
+    return j if j >= THRESHOLDED_JACCARD_CUTOFF else 0.0
+
+
+#: The pure per-image metric functions, by the names in METRIC_NAMES (the accumulator's and the reports').
+METRICS = {f.__name__: f for f in (dice, iou, sensitivity, specificity, precision, accuracy, thresholded_jaccard)}
+
+
+def confusion(pred: np.ndarray, target: np.ndarray) -> Confusion:
+    """The (tp, fp, fn, tn) pixel counts of a predicted and a true mask of the same shape (nonzero =
+    foreground); DataError when the shapes differ."""
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.shape != target.shape:
@@ -80,39 +129,37 @@ def confusion(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int, int]
     fp = n_pred - tp
     fn = n_true - tp
     tn = int(p.size) - tp - fp - fn
-    return tp, fp, fn, tn
+    return Confusion(tp, fp, fn, tn)
+
+
+def mask_dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice of one predicted mask against its true mask."""
+    return dice(confusion(pred, target))
 
 
 def image_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Metrics of one predicted mask against its true mask (see the module docstring for empties)."""
-    tp, fp, fn, tn = confusion(pred, target)
-    iou = _ratio(tp, tp + fp + fn)
-    return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": iou,
-        "sensitivity": _ratio(tp, tp + fn),
-        "specificity": _ratio(tn, tn + fp),
-        "precision": _ratio(tp, tp + fp),
-        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
-        "thresholded_jaccard": iou if iou >= THRESHOLDED_JACCARD_CUTOFF else 0.0,
-        "fg_pred": float(tp + fp),
-        "fg_true": float(tp + fn),
-    }
+    c = confusion(pred, target)
+    out = {name: METRICS[name](c) for name in METRIC_NAMES}
+    return out | {"fg_pred": float(c.tp + c.fp), "fg_true": float(c.tp + c.fn)}
+
+
+
+def batch_confusion(pred: torch.Tensor, target: torch.Tensor) -> Confusion:
+    """Per-image pixel counts (int64 tensors of shape (N,)) of boolean (N, ...) tensors."""
+    p, t = pred.reshape(pred.shape[0], -1), target.reshape(target.shape[0], -1)
+    tp = (p & t).sum(dim=1)
+    fp, fn = p.sum(dim=1) - tp, t.sum(dim=1) - tp
+    return Confusion(tp, fp, fn, p.shape[1] - tp - fp - fn)
 
 
 def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image Dice, shape (N,), of binary (N, 1, H, W) or (N, H, W) tensors; both empty gives 1."""
-    import torch
-
     if pred.shape != target.shape:
         raise DataError(f"prediction shape {tuple(pred.shape)} differs from target {tuple(target.shape)}")
     if pred.dim() not in (3, 4) or (pred.dim() == 4 and pred.shape[1] != 1):
         raise DataError(f"expected (N, 1, H, W) or (N, H, W) binary tensors, got {tuple(pred.shape)}")
-    p = (pred != 0).reshape(pred.shape[0], -1)
-    t = (target != 0).reshape(target.shape[0], -1)
-    tp = (p & t).sum(dim=1).to(torch.float32)
-    den = (p.sum(dim=1) + t.sum(dim=1)).to(torch.float32)
-    return torch.where(den > 0, 2 * tp / den.clamp_min(1), torch.ones_like(den))
+    return dice(batch_confusion(pred != 0, target != 0))
 
 
 def batch_dice_multiclass(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
@@ -123,18 +170,14 @@ def batch_dice_multiclass(pred: torch.Tensor, target: torch.Tensor, classes: int
     """
     import torch
 
-    p = pred.reshape(pred.shape[0], -1)
-    t = target.reshape(target.shape[0], -1)
-    total = torch.zeros(p.shape[0])
-    count = torch.zeros(p.shape[0])
+    total = torch.zeros(pred.shape[0])
+    count = torch.zeros(pred.shape[0])
     for c in range(1, classes):
-        pc, tc = p == c, t == c
-        den = (pc.sum(dim=1) + tc.sum(dim=1)).float()
-        present = den > 0
-        dice = 2 * (pc & tc).sum(dim=1).float() / den.clamp_min(1)
-        total += torch.where(present, dice, torch.zeros_like(dice)).cpu()
+        counts = batch_confusion(pred == c, target == c)
+        present = (counts.tp + counts.fp + counts.fn) > 0
+        total += torch.where(present, dice(counts), torch.zeros_like(counts.tp)).cpu()
         count += present.float().cpu()
-    return torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+    return _ratio(total, count)
 
 
 class MetricAccumulator:
@@ -193,40 +236,6 @@ class MetricAccumulator:
     def reset(self) -> None:
         """Forget every stored image."""
         self._rows.clear()
-
-
-def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write one CSV line per image (columns of the first row, then any new ones); atomic."""
-    rows = list(rows)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path = Path(path)
-    write_text_atomic(path, buf.getvalue())
-    return path
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_summary_json(path: str | Path, summary: Mapping[str, Any]) -> Path:
-    """Write a summary dict as indented JSON (NaN and inf become null, so it is valid JSON); atomic."""
-    path = Path(path)
-    write_text_atomic(path, json.dumps(_json_safe(summary), indent=2) + "\n")
-    return path
 
 
 class MulticlassAccumulator:

@@ -45,11 +45,11 @@ from medseg.engine.distributed import (
     wrap_model,
 )
 from medseg.engine.ema import WeightEma
+from medseg.engine.epoch_plan import EpochPlan, apply_freezing, plan_epoch
 from medseg.engine.estimate import DurationEstimate
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
 from medseg.engine.schedule import LrSchedule
-from medseg.engine.stages import EpochPlan, apply_freezing, plan_epoch
 from medseg.errors import CheckpointError
 from medseg.io.files import remove_stale_temps, write_text_atomic
 from medseg.losses import build_loss

@@ -23,7 +23,8 @@ from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
 from medseg.evaluation.stats import paired_comparison
 from medseg.io.images import read_mask
-from medseg.metrics import image_metrics, write_per_image_csv, write_summary_json
+from medseg.io.tables import write_per_image_csv, write_summary_json
+from medseg.metrics import image_metrics
 
 log = logging.getLogger(__name__)
 

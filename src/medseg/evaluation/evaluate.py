@@ -29,13 +29,8 @@ from medseg.evaluation.surface import SURFACE_NAMES, surface_metrics
 from medseg.inference.predictor import Predictor
 from medseg.io.images import load_mask, write_png
 from medseg.io.outputs import check_outputs
-from medseg.metrics import (
-    MetricAccumulator,
-    MulticlassAccumulator,
-    image_metrics,
-    write_per_image_csv,
-    write_summary_json,
-)
+from medseg.io.tables import write_per_image_csv, write_summary_json
+from medseg.metrics import MetricAccumulator, MulticlassAccumulator, image_metrics
 
 log = logging.getLogger(__name__)
 

@@ -77,9 +77,9 @@ def calibrate(scores: np.ndarray, iou: np.ndarray, *, cutoff: float = THRESHOLDE
 
 def write_qc(path: str | Path, calibration: dict[str, Any]) -> Path:
     """Write a calibration (from :func:`calibrate`) as JSON, atomically."""
-    from medseg.metrics import _json_safe
+    from medseg.io.tables import json_safe
 
-    write_text_atomic(path, json.dumps(_json_safe(calibration), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(json_safe(calibration), indent=2) + "\n")
     return Path(path)
 
 

@@ -46,6 +46,12 @@ class EnsemblePredictor(Predictor):
             out.append((mean.astype(np.float32), std))
         return out
 
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> EnsemblePredictor:
+        """A new ensemble whose members and config have ``overrides`` applied; this one is unchanged."""
+        new = super().with_overrides(overrides)
+        new.members = [m.with_overrides(overrides) for m in self.members]
+        return new
+
     def describe(self) -> str:
         return f"ensemble of {len(self.members)} folds ({self.members[0].describe()})"
 

@@ -23,9 +23,9 @@ from PIL import Image
 
 from medseg.engine.distributed import DistContext, shard
 from medseg.errors import MedsegError
-from medseg.inference.predictor import FolderResult, Predictor, list_images, output_paths, output_plan
+from medseg.inference.predictor import Predictor, list_images, output_paths, output_plan
 from medseg.io.files import remove_stale_temps, write_text_atomic
-from medseg.io.outputs import check_outputs
+from medseg.io.outputs import BatchResult, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ def is_complete(source: Path, outputs: list[Path]) -> bool:
 def predict_folder_restartable(predictor: Predictor, source: str | Path, out: str | Path, *,
                                overlay: bool = False, uncertainty: bool = False, overwrite: bool = False,
                                ctx: DistContext | None = None, progress: bool = True, qc: bool = False
-                               ) -> FolderResult:
+                               ) -> BatchResult:
     """Predict this rank's share of ``source`` into ``out``, skipping complete outputs; the merged result.
 
-    Every rank returns the same merged :class:`FolderResult` (written, failed, skipped over all ranks;
+    Every rank returns the same merged :class:`~medseg.io.outputs.BatchResult` (written, failed, skipped over all ranks;
     with ``qc`` the failure-flag scores of the images predicted now, not of those skipped).
     Raises :class:`~medseg.errors.MedsegError` when ``out`` holds another model's predictions (without
     ``overwrite``) and :class:`~medseg.errors.WriteError` when ``out`` cannot be written.
@@ -117,16 +117,13 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
         log.info("%d of %d image(s) already have complete outputs in %s; skipping them (--overwrite redoes them)",
                  len(mine) - len(todo), len(mine), out)
     result = predictor.predict_folder(todo, out, overlay=overlay, uncertainty=uncertainty, qc=qc,
-                                      progress=progress and ctx.is_main) if todo else FolderResult()
+                                      progress=progress and ctx.is_main) if todo else BatchResult()
     redo = set(todo)
     result.skipped = [outputs[f][0] for f in mine if f not in redo]
     ctx.barrier()  # the one meeting point: every rank has finished its share
-    merged = FolderResult()
-    for part in ctx.gather((result.written, result.failed, result.skipped, result.qc)):
-        merged.written += part[0]
-        merged.failed += part[1]
-        merged.skipped += part[2]
-        merged.qc += part[3]
+    merged = BatchResult()
+    for part in ctx.gather(result):
+        merged.merge(part)
     if ctx.is_main and created and not merged.written and not merged.skipped:
         _remove_empty_output(out)  # nothing was written: leave no folder behind that holds only the stamp
     return merged

@@ -8,10 +8,11 @@ server all go through it, so a mask is computed one way everywhere, whichever ba
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -30,10 +31,10 @@ from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.sliding import choose_mode, sliding_predict
-from medseg.inference.tta import MemberStats, TTAPlan, channels_last, flip_members, model_side
+from medseg.inference.tta import MemberStats, TTAPlan, classes_last, flip_members, model_side
 from medseg.io.formats import image_suffixes, is_image_file, read_image
 from medseg.io.images import write_png
-from medseg.io.outputs import check_outputs
+from medseg.io.outputs import BatchResult, check_outputs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,14 +42,6 @@ T = TypeVar("T")
 #: Pixels of decoded images read ahead, or waiting to be written, beyond the one in hand (a 4000x3000
 #: photo and a little more): folders of large images keep memory bounded like folders of small ones.
 _CHUNK_PIXELS = 16_000_000
-
-
-@dataclass
-class FolderResult:
-    written: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # outputs already complete (restartable prediction)
-    qc: list[tuple[str, float]] = field(default_factory=list)  # (file name, failure-flag score) with qc=True
 
 
 def output_paths(source: Path, out_dir: Path, *, overlay: bool = False, uncertainty: bool = False) -> list[Path]:
@@ -96,7 +89,6 @@ class Predictor:
         self.backend = backend
         self.config = config
         self.source = source
-        self.size = config.data.image_size
 
     @classmethod
     def load(cls, path: str | Path, *, precision: str = "auto", device: str | None = None,
@@ -131,10 +123,26 @@ class Predictor:
             net.load_state_dict(ckpt["model"])
             backend = TorchBackend(net, cfg, resolve_runtime(precision, channels_last, device))
             source = ckpt["path"]
-        if overrides:
-            _refuse_training_keys(overrides, path)
-            cfg = build_config(base=cfg.model_dump(mode="json"), overrides=overrides)
-        return cls(backend, cfg, source=source)
+        predictor = cls(backend, cfg, source=source)
+        return predictor.with_overrides(overrides) if overrides else predictor
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Predictor:
+        """A new Predictor on the same backend (weights shared, nothing reloaded) whose config is this one's
+        with ``overrides`` applied (``["infer.crf=false"]``); this Predictor and its config are unchanged.
+
+        Raises :class:`~medseg.errors.ConfigError` for an unknown key, an invalid value, or a key outside
+        ``infer.*``: the input size, normalisation and network were fixed by training, and changing them
+        would make another model.
+        """
+        _refuse_training_keys(overrides, Path(self.source or "this model"))
+        new = copy.copy(self)
+        new.config = build_config(base=self.config.model_dump(mode="json"), overrides=overrides)
+        return new
+
+    @property
+    def size(self) -> int:
+        """The network's input side in pixels (``data.image_size``)."""
+        return self.config.data.image_size
 
     @property
     def runtime(self) -> Runtime | None:
@@ -148,10 +156,6 @@ class Predictor:
     @property
     def threshold(self) -> float:
         return self.config.infer.threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self.config.infer.threshold = value  # validated (0 < threshold < 1)
 
     @property
     def postprocess(self) -> Postprocess:
@@ -179,7 +183,7 @@ class Predictor:
                                    max_batch=self.config.infer.batch_size)
             for st, per_image, (_, box) in zip(stats, members, boxed, strict=True):
                 for member in per_image:
-                    st.add(unletterbox(channels_last(member), box))
+                    st.add(unletterbox(classes_last(member), box))
         return [(st.mean(), st.std() if want_std else None) for st in stats]
 
     def predict_batch(self, images: list[np.ndarray], *, uncertainty: bool = False
@@ -272,7 +276,7 @@ class Predictor:
             yield r
 
     def predict_folder(self, source: str | Path | list[Path], out_dir: str | Path, *, overlay: bool = False,
-                       uncertainty: bool = False, progress: bool = True, qc: bool = False) -> FolderResult:
+                       uncertainty: bool = False, progress: bool = True, qc: bool = False) -> BatchResult:
         """Write ``<stem>.png`` masks (``<stem>_overlay.png``, ``<stem>_uncertainty.png``) for an image, a
         folder or a list of image files.
 
@@ -286,7 +290,7 @@ class Predictor:
         out_dir = Path(out_dir)
         check_outputs([item for plan in output_plan(files, out_dir, overlay=overlay, uncertainty=uncertainty)
                        for item in plan], what="output")
-        result = FolderResult()
+        result = BatchResult()
 
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         max_pending = 2 * self.config.infer.batch_size

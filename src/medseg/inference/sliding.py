@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from medseg.config import Config
-from medseg.inference.tta import Backend, MemberStats, TTAPlan, channels_last, flip_members
+from medseg.inference.tta import Backend, MemberStats, TTAPlan, classes_last, flip_members
 
 
 def choose_mode(height: int, width: int, config: Config) -> str:
@@ -124,5 +124,5 @@ def sliding_predict(image: np.ndarray, backend: Backend, config: Config, plan: T
         members = sliding_members(image, backend, window=window_side(config), scale=training_scale(config) * s,
                                   flips=flips, overlap=config.infer.overlap, batch_size=config.infer.batch_size)
         for member in members:
-            stats.add(resize(channels_last(member), h, w, shrinking=member.shape[-2] > h))
+            stats.add(resize(classes_last(member), h, w, shrinking=member.shape[-2] > h))
     return stats.mean(), (stats.std() if want_std else None)

@@ -98,8 +98,11 @@ class MemberStats:
         return np.sqrt(self._m2 / np.float32(self.n))
 
 
-def channels_last(proba: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> HxW for one class, HxWxC otherwise (the layout of letterbox/unletterbox)."""
+def classes_last(proba: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> HxW for one class, HxWxC otherwise (the layout of letterbox/unletterbox).
+
+    Moves the class axis; ``channels_last`` elsewhere means only the PyTorch memory format.
+    """
     return proba[0] if proba.shape[0] == 1 else np.moveaxis(proba, 0, -1)
 
 

@@ -34,14 +34,15 @@ def segment_colour(number: int) -> tuple[int, int, int]:
     return PALETTE[(number - 1) % len(PALETTE)]
 
 
-def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_names: Sequence[str],
+def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, segment_names: Sequence[str],
               algorithm: str, version: str, parameters: dict[str, str] | None = None,
               series_description: str = "medseg segmentation", series_instance_uid: str | None = None,
               instance_number: int = 1, repairs: list[str] | None = None) -> Path:
     """Write ``labels`` (N x H x W, 0 = background, k = class k) for ``sources`` as a DICOM SEG at ``path``.
 
     ``sources`` are pydicom datasets: N single-frame images in the order of ``labels``, or one
-    multi-frame image with N frames (they are not changed). ``class_names[k - 1]`` names segment k.
+    multi-frame image with N frames (they are not changed). ``segment_names[k - 1]`` names segment k
+    (the foreground classes: ``data.class_names`` without the background).
     ``series_instance_uid`` and ``instance_number`` put several SEGs in one series (default: a new
     series, instance 1).
 
@@ -57,9 +58,9 @@ def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind not in "ub":
         raise ValueError(f"labels must be an N x H x W integer label map, got {labels.shape} {labels.dtype}")
-    k = len(class_names)
+    k = len(segment_names)
     if labels.size and int(labels.max()) > k:
-        raise ValueError(f"labels hold class {int(labels.max())} but only {k} class names were given")
+        raise ValueError(f"labels hold class {int(labels.max())} but only {k} segment names were given")
     segments = [
         hd.seg.SegmentDescription(
             segment_number=i + 1, segment_label=str(name)[:64],
@@ -69,7 +70,7 @@ def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, class_
                 name=algorithm[:64], family=codes.cid7162.ArtificialIntelligence, version=version[:64],
                 parameters=parameters or None),
             display_color=hd.color.CIELabColor.from_rgb(*segment_colour(i + 1)))
-        for i, name in enumerate(class_names)
+        for i, name in enumerate(segment_names)
     ]
     sources, notes = _repaired(sources)
     first = sources[0]

@@ -285,7 +285,7 @@ def read_labelme(path: str | Path, classes: dict[str, int] | None = None) -> tup
     return labels, sorted(set(names))
 
 
-def class_names(path: str | Path) -> dict[int, str]:
+def named_label_values(path: str | Path) -> dict[int, str]:
     """The label values a SEG or label volume uses, with their names (segment labels for a SEG)."""
     if is_seg(path):
         return {s.number: s.label for s in read_seg(path).segments}

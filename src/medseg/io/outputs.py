@@ -10,9 +10,33 @@ one folder.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.errors import MedsegError
+
+
+@dataclass
+class BatchResult:
+    """What a command that works through many inputs did: ``medseg predict`` (images or DICOM series),
+    ``medseg convert``. One input's failure never stops the rest; it is listed here instead."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, one sentence naming it)
+    skipped: list[Path] = field(default_factory=list)  # outputs already complete (restartable prediction)
+    notes: list[str] = field(default_factory=list)  # warnings that did not stop anything
+    qc: list[tuple[str, float]] = field(default_factory=list)  # (file name, failure-flag score) with --qc
+    n_frames: int = 0  # DICOM frames predicted
+
+    def merge(self, other: BatchResult) -> BatchResult:
+        """This result with ``other``'s lists appended (the shares of several processes)."""
+        self.written += other.written
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.notes += other.notes
+        self.qc += other.qc
+        self.n_frames += other.n_frames
+        return self
 
 
 class OutputError(MedsegError):

@@ -148,9 +148,3 @@ def unfreeze_encoder(model: nn.Module) -> None:
     if hasattr(model, "frozen_norms"):
         model.frozen_norms.clear()
     model.encoder.train(model.training)
-
-
-def trainable_fraction(model: nn.Module) -> float:
-    """Share of the model's parameters (elements) that require gradients."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad) / max(total, 1)

@@ -150,8 +150,8 @@ def class_summaries(mask: np.ndarray, config, spacing_mm: tuple[float, float] | 
 
 def dicom_seg_bytes(dataset, masks: list[np.ndarray], config, workdir: Path) -> bytes:
     """A DICOM SEG for the uploaded instance (every frame), described as ``medseg predict --format dicom-seg``
-    describes it (:func:`~medseg.inference.series_output.seg_description`, :func:`medseg.io.dicom_seg.write_seg`)."""
-    from medseg.inference.series_output import seg_description
+    describes it (:func:`~medseg.inference.dicom_prediction.seg_description`, :func:`medseg.io.dicom_seg.write_seg`)."""
+    from medseg.inference.dicom_prediction import seg_description
     from medseg.io.dicom_seg import write_seg
 
     binary = config.model.classes == 1

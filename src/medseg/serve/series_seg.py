@@ -1,7 +1,7 @@
 """Segment one complete run of received instances and write its DICOM SEG file(s).
 
 The masks are those of ``medseg predict --format dicom-seg`` (same Predictor, same
-:func:`~medseg.inference.series_output.predict_series_labels`, same SEG description). Where the
+:func:`~medseg.inference.dicom_prediction.predict_series_labels`, same SEG description). Where the
 source images have a Frame of Reference, one SEG references every image of the series; where they
 have none (CR, DX, secondary capture, photographs), each single-frame image gets its own SEG, all in
 one new SEG series (highdicom, like the standard's 2-D rules, only ties an image without a Frame of
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import DataError
-from medseg.inference.series_output import predict_series_labels, seg_description, series_name
+from medseg.inference.dicom_prediction import predict_series_labels, seg_description, series_name
 from medseg.io.dicom import read_dataset
 from medseg.io.dicom_seg import write_seg
 from medseg.io.dicom_series import Series, scan_dicom

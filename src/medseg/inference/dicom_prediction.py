@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,12 @@ from medseg.inference.predictor import stream_predictions
 from medseg.io.dicom import DicomFrame, check_image, decode, is_dicom, read_dataset
 from medseg.io.dicom_series import Series, has_dicom, scan_dicom
 from medseg.io.images import write_png
+from medseg.io.outputs import BatchResult
 from medseg.io.windowing import colour_to_uint8, grey_to_uint8
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "dicom-seg", "nifti")
-
-
-@dataclass
-class SeriesResult:
-    written: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    n_frames: int = 0
 
 
 def is_dicom_input(path: str | Path) -> bool:
@@ -47,7 +40,7 @@ def is_dicom_input(path: str | Path) -> bool:
     return is_dicom(path) if path.is_file() else path.is_dir() and has_dicom(path)
 
 
-def class_names(config) -> list[str]:
+def segment_names(config) -> list[str]:
     """Segment names (label values 1..K-1): ``data.class_names`` without the background, else defaults."""
     from medseg.config import label_names
 
@@ -111,13 +104,13 @@ def series_name(series: Series) -> str:
 
 
 def predict_dicom(predictor, source: str | Path, out: str | Path, *, fmt: str = "png",
-                  progress: bool = True) -> SeriesResult:
+                  progress: bool = True) -> BatchResult:
     """Predict every DICOM series under ``source`` and write ``fmt`` outputs to ``out``."""
     if fmt not in FORMATS:
         raise MedsegError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     source, out = Path(source), Path(out)
     scan = scan_dicom(source)
-    result = SeriesResult(failed=list(scan.failed))
+    result = BatchResult(failed=list(scan.failed))
     if not scan.series:
         raise DataError(f"no DICOM images in {source}" + (f" ({len(scan.failed)} files could not be used)"
                                                           if scan.failed else ""))
@@ -197,7 +190,7 @@ def seg_description(cfg) -> dict:
     from medseg._version import __version__
 
     params = {"threshold": f"{cfg.infer.threshold:g}", "config": cfg.name[:40]}
-    return {"class_names": class_names(cfg), "algorithm": f"medseg {cfg.model.arch}-{cfg.model.encoder}",
+    return {"segment_names": segment_names(cfg), "algorithm": f"medseg {cfg.model.arch}-{cfg.model.encoder}",
             "version": __version__, "parameters": params}
 
 

@@ -31,7 +31,7 @@ from medseg.errors import MedsegError
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.predictor import Predictor
 from medseg.io.files import write_text_atomic
-from medseg.metrics import confusion
+from medseg.metrics import mask_dice
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,8 @@ MIN_OBJECT_FRACTIONS = (0.0005, 0.001, 0.0025, 0.005, 0.01)
 REPORT_FILE = "postprocess.json"
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    tp, fp, fn, _ = confusion(pred, truth)
-    return 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def mean_dice(pp: Postprocess, probas: list[np.ndarray], truths: list[np.ndarray]) -> float:
-    return float(np.mean([dice(pp(p), t) for p, t in zip(probas, truths, strict=True)]))
+    return float(np.mean([mask_dice(pp(p), t) for p, t in zip(probas, truths, strict=True)]))
 
 
 def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postprocess,
@@ -138,9 +133,9 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
         raise MedsegError(f"{run} is an ONNX file; tune the run it was exported from, then export again")
     from medseg.inference.crf import crf_available
 
-    predictor = Predictor.load(run)
-    start, had_crf = predictor.postprocess, predictor.config.infer.crf
-    predictor.config.infer.crf = False  # raw probabilities; the CRF is one of the candidates
+    loaded = Predictor.load(run)
+    start, had_crf = loaded.postprocess, loaded.config.infer.crf
+    predictor = loaded.with_overrides(["infer.crf=false"])  # raw probabilities; the CRF is one of the candidates
     report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
     probas, truths, refined = collect(predictor, pairs, progress=progress, crf=crf_available())
