@@ -26,7 +26,7 @@ def test_stream_keeps_every_item_in_order_with_errors(predictor, tiny_dataset, t
     assert results[1].error and "broken.png" in results[1].error and results[1].proba is None
     for r, path in zip([results[0], *results[2:]], [images[0], *images[1:3]], strict=True):
         assert r.error is None and r.proba.shape == r.image.shape[:2]
-        np.testing.assert_allclose(r.proba, predictor.predict_proba(path), atol=1e-6)
+        np.testing.assert_allclose(r.proba, predictor.predict_proba(path), atol=1e-4)  # batch of 2 vs 1
 
 
 def test_stream_reads_anything_through_read(predictor):
