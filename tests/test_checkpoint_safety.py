@@ -39,6 +39,9 @@ def test_pickled_object_is_refused_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         Predictor.load(tmp_path)
     assert not marker.exists()
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")  # corrupt, not hostile: said so
+    with pytest.raises(CheckpointError, match=r"garbage\.pt cannot be read"):
+        load_checkpoint(tmp_path / "garbage.pt")
 
 
 def test_saved_checkpoint_is_plain(tmp_path):

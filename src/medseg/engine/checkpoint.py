@@ -116,14 +116,17 @@ def read_payload(file: Path, *, mmap: bool = False) -> Any:
     try:
         with torch.serialization.safe_globals(_LEGACY_SAFE):
             return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        raise CheckpointError(
-            f"checkpoint {file} holds a pickled Python object ({found.group(1) if found else 'not a tensor'}) "
-            "and is refused, since loading it could run code; a medseg checkpoint holds only tensors and "
-            "plain values (convert a file you trust with medseg.engine.checkpoint.convert_trusted)") from None
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {file} cannot be read ({type(err).__name__}: {err})") from None
+        found = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>|unrecognized function (\S+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and found:
+            raise CheckpointError(
+                f"checkpoint {file} holds a pickled Python object ({next(g for g in found.groups() if g)}) and "
+                "is refused, since "
+                "loading it could run code; a medseg checkpoint holds only tensors and plain values "
+                "(convert a file you trust with medseg.engine.checkpoint.convert_trusted)") from None
+        detail = re.search(r"WeightsUnpickler error: (.+?)(\n\n|$)", str(err).strip(), re.S)
+        raise CheckpointError(f"checkpoint {file} cannot be read ({type(err).__name__}: "
+                              f"{detail.group(1).strip() if detail else err})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

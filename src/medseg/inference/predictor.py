@@ -254,17 +254,9 @@ class Predictor:
         return as_rgb_uint8(image, channel_order)
 
     # ------------------------------------------------------------------ streaming
-    def stream(self, items: Iterable[T], *, read: Callable[[T], np.ndarray] = read_image,
-               uncertainty: bool = False, batch_size: int | None = None) -> Iterator[Prediction[T]]:
-        """One :class:`Prediction` per item, in order: ``read(item)`` runs one batch ahead in a thread.
-
-        ``items`` are image files (the default ``read``), data pairs, DICOM frames or arrays; ``read``
-        returns an RGB uint8 HxWx3 array or raises :class:`~medseg.errors.MedsegError`, which gives that
-        item a Prediction with ``error`` set (the stream is never shortened silently). Memory holds at
-        most two batches whatever the number of items: a batch has at most ``batch_size``
-        (``infer.batch_size``) images and stops early once they hold 16 megapixels.
-        """
-        return stream_predictions(self, items, read=read, uncertainty=uncertainty, batch_size=batch_size)
+    def stream(self, items: Iterable[T], **kw: Any) -> Iterator[Prediction[T]]:
+        """:func:`stream_predictions` with this predictor: one :class:`Prediction` per item, in order."""
+        return stream_predictions(self, items, **kw)
 
     def stream_pairs(self, pairs: Iterable[Pair], *, uncertainty: bool = False) -> Iterator[Prediction[Pair]]:
         """:meth:`stream` over data pairs (frames of multi-frame DICOM files included), DICOM images
@@ -341,8 +333,15 @@ class Predictor:
 
 def stream_predictions(predictor, items: Iterable[T], *, read: Callable[[T], np.ndarray] = read_image,
                        uncertainty: bool = False, batch_size: int | None = None) -> Iterator[Prediction[T]]:
-    """:meth:`Predictor.stream` for any predictor with ``predict_proba_batch`` (``predict_batch`` with
-    ``uncertainty``) and ``config.infer.batch_size``: an ensemble, a test double."""
+    """One :class:`Prediction` per item, in order: ``read(item)`` runs one batch ahead in a thread.
+
+    ``items`` are image files (the default ``read``), data pairs, DICOM frames or arrays; ``read``
+    returns an RGB uint8 HxWx3 array or raises :class:`~medseg.errors.MedsegError`, which gives that
+    item a Prediction with ``error`` set (the stream is never shortened silently). Memory holds at
+    most two batches whatever the number of items: a batch has at most ``batch_size``
+    (``infer.batch_size``) images and stops early once they hold 16 megapixels. ``predictor``: anything
+    with ``predict_proba_batch``, ``predict_batch`` (for ``uncertainty``) and ``config.infer.batch_size``.
+    """
     bs = batch_size or predictor.config.infer.batch_size
     items = list(items)
 
