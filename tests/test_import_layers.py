@@ -63,11 +63,7 @@ KNOWN_CYCLES: dict[tuple[str, str], str] = {
         "reshapes the Predictor's loading",
 }
 #: Imports against the layers that are known and owned elsewhere (importer, imported): why.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("medseg.inference.tuning", "medseg.evaluation"):
-        "tuning reads validation predictions through evaluation.iter_pair_predictions; issue 13 item 2 moves "
-        "that read-ahead loop into the Predictor",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

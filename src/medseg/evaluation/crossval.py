@@ -36,8 +36,8 @@ from medseg.evaluation.intervals import add_intervals
 from medseg.evaluation.pixel_scores import image_histograms, pooled_scores
 from medseg.evaluation.surface import SURFACE_NAMES
 from medseg.inference.postprocess import Postprocess
-from medseg.inference.predictor import Predictor
 from medseg.inference.postprocess_tuning import search
+from medseg.inference.predictor import Predictor
 from medseg.io.files import write_text_atomic
 from medseg.io.tables import write_per_image_csv, write_summary_json
 from medseg.metrics import MetricAccumulator
