@@ -92,3 +92,9 @@ def test_cli_refuses_a_hostile_checkpoint(tmp_path):
         assert result.exit_code != 0 and isinstance(result.exception, CheckpointError)
         assert "refused, since loading it could run code" in str(result.exception)
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "curves.png"])
+def test_a_run_file_that_is_no_checkpoint_points_to_the_run_folder(tiny_run, name):
+    with pytest.raises(CheckpointError, match=rf"{name} is not a checkpoint; give its run folder"):
+        load_checkpoint(tiny_run / name)

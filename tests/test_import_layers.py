@@ -7,7 +7,8 @@ cycle until the function runs). Relative imports are resolved the same way. Impo
 
 The layers, lowest first; a module may import its own layer and the layers below it, never above::
 
-    _version, errors, _compat, registry   leaves: version string, error types, import order, Registry
+    _version, errors, _compat, registry,  leaves: version string, error types, import order, Registry,
+    progress                               progress bars (one switch: --quiet, terminal or not)
     io                                     files in and out by kind (formats, images, DICOM, labels, writes)
     data, convert                          discovery, checks, splits, samples, augmentations; DICOM -> PNG
     models                                 architectures, encoder weights
@@ -40,7 +41,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "_compat", "registry"},
+    {"_version", "errors", "_compat", "registry", "progress"},
     {"io"},
     {"data", "convert"},
     {"models"},

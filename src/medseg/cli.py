@@ -24,6 +24,7 @@ from rich.table import Table  # noqa: E402
 from medseg.cli_style import MedsegGroup, data_source  # noqa: E402
 from medseg.data.source import DataSource  # noqa: E402
 from medseg.errors import MedsegError  # noqa: E402
+from medseg.progress import set_quiet  # noqa: E402
 
 app = typer.Typer(help="medseg: 2D medical image segmentation from raw files to a trained model.\n\n"
                   "\b\nExamples:\n  medseg demo\n  medseg data check data/isic\n"
@@ -63,6 +64,7 @@ def _main(
 ) -> None:
     """--debug and --version are accepted anywhere on the command line."""
     _state["debug"] = debug
+    set_quiet(quiet)
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "huggingface_hub", "timm", "onnxscript", "onnx_ir",
@@ -782,10 +784,9 @@ def models(
       medseg models --arch unet --encoder tu-convnext_tiny --size 512
       medseg models --download resnet34 -o resnet34.safetensors
     """
-    from tqdm.auto import tqdm
-
     from medseg.catalog import architecture_rows, download_weights, encoder_names
     from medseg.models.factory import ARCHS
+    from medseg.progress import progress_bar
 
     to = out or to
 
@@ -801,7 +802,7 @@ def models(
         console.print("\n".join(encoder_names(encoders)) or f"no encoder matches {encoders!r}")
         return
     names = [arch] if arch is not None else list(ARCHS)
-    rows = [r for name in tqdm(names, desc="building models", unit="arch", leave=False, disable=len(names) == 1)
+    rows = [r for name in progress_bar(names, desc="building models", unit="arch", leave=False, enabled=len(names) > 1)
             for r in architecture_rows(size, classes, name, encoder)]
     table = Table(title=f"architectures (model.arch) at {size}x{size}, {classes} class(es); GFLOPs count a "
                   "multiply-add as 2")

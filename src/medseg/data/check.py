@@ -17,12 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from medseg.data.pairs import DataIndex, Pair, Problem
 from medseg.data.readers import TargetSpec, load_pair_mask, pair_image_size, read_pair_target
 from medseg.errors import DataError
 from medseg.io.images import EXIF_ORIENTATIONS, IMAGE_SUFFIXES, MASK_KINDS, exif_orientation
+from medseg.progress import progress_bar
 
 
 @dataclass
@@ -229,8 +228,8 @@ def check_pairs(index: DataIndex, *, progress: bool = False, workers: int | None
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: _check_pair(p, index.root, target), index.pairs)
-        results = list(tqdm(results, total=len(index.pairs), desc="checking", unit="pair",
-                            disable=not progress, leave=False))
+        results = list(progress_bar(results, total=len(index.pairs), desc="checking", unit="pair",
+                                      enabled=progress, leave=False))
     problems = list(index.problems)
     kinds: Counter[str] = Counter()
     good: list[Pair] = []

@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from medseg.data.augmentations import build_augmentation
 from medseg.data.geometry import letterbox
 from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
+from medseg.progress import progress_bar
 
 
 def load_letterboxed(pair: Pair, size: int, window: str | None = None,
@@ -42,7 +42,7 @@ class SegmentationDataset(Dataset):
         if cache:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 it = pool.map(lambda p: load_letterboxed(p, size, window, target), self.pairs)
-                self._cache = list(tqdm(it, total=len(self.pairs), desc=desc, disable=not progress,
+                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
                                         leave=False, unit="img"))
 
     def set_augment(self, strength: str) -> None:

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from medseg.data.augmentations import build_augmentation
 from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
+from medseg.progress import progress_bar
 
 #: Decoded, resampled pixels (bytes: 3 for the image + 1 for the mask per pixel) kept in memory at most;
 #: a larger set is read from disk for each patch so that memory stays bounded.
@@ -110,7 +110,7 @@ class PatchDataset(Dataset):
         if cache and nbytes <= CACHE_LIMIT_BYTES:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 it = pool.map(lambda p: load_scaled(p, scale, window, target), self.pairs)
-                self._cache = list(tqdm(it, total=len(self.pairs), desc=desc, disable=not progress,
+                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
                                         leave=False, unit="img"))
 
     def set_augment(self, strength: str) -> None:
@@ -175,7 +175,7 @@ class ScaledImageDataset(Dataset):
         if cache and nbytes <= CACHE_LIMIT_BYTES:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 it = pool.map(lambda p: load_scaled(p, scale, window, target), self.pairs)
-                self._cache = list(tqdm(it, total=len(self.pairs), desc=desc, disable=not progress,
+                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
                                         leave=False, unit="img"))
 
     def __len__(self) -> int:

@@ -100,6 +100,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 return path / name
         raise CheckpointError(f"run folder {path} holds no {BEST} or {LAST}; train a model into it first")
     if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        torch_file = head == b"PK\x03\x04" or head.startswith(b"\x80")  # torch's zip container, a legacy pickle
+        if not torch_file and path.suffix.lower() not in (".pt", ".pth", ".ckpt"):  # a .pt that is not: corrupt
+            run = (path.parent / BEST).is_file()
+            hint = f"its run folder {path.parent}" if run else "a run folder (from medseg train)"
+            raise CheckpointError(f"{path} is not a checkpoint; give {hint}, a checkpoint file (.pt) or an exported "
+                                  ".onnx file")
         return path
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; give a run folder (from medseg train) or a checkpoint "

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, resolve_config, save_config
 from medseg.data.dataset import SegmentationDataset, class_balanced_weights, class_pixel_counts
@@ -56,6 +55,8 @@ from medseg.losses import build_loss
 from medseg.metrics import batch_dice, batch_dice_multiclass
 from medseg.models import create_model, main_logits, model_summary
 from medseg.models.weights import load_encoder_weights
+from medseg.progress import progress_bar
+from medseg.progress import write as progress_write
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
 
     def say(message: str) -> None:  # above the progress bar, not inside it
         if progress:
-            tqdm.write(f"note: {message}")
+            progress_write(f"note: {message}")
         else:
             log.warning("%s", message)
 
@@ -322,7 +323,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         model.train()
         t0, seen, loss_sum, out_of_time, stopped = time.monotonic(), 0, 0.0, False, False
         n_batches = len(train_loader)
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not progress, leave=False,
+        bar = progress_bar(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", enabled=progress, leave=False,
                    unit="batch")
         for i, (images, masks) in enumerate(bar):
             if i % batches.accum == 0:  # an optimiser-step boundary: all ranks agree to go on or stop
@@ -437,7 +438,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         msg = (f"epoch {epoch}: loss {row['train_loss']:.4f}, {shown}"
                f"{' (best)' if improved else ''}, {row['train_img_per_s']:.1f} img/s")
         if main:
-            (tqdm.write if progress else log.info)(msg)
+            (progress_write if progress else log.info)(msg)
         if stopped:
             stop_reason = f"stopped by SIGTERM after epoch {epoch}; resume state saved in {out / LAST}"
             break

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medseg.config import label_names
 from medseg.data.pairs import Pair
@@ -31,6 +30,7 @@ from medseg.io.images import load_mask, write_png
 from medseg.io.outputs import check_outputs
 from medseg.io.tables import write_per_image_csv, write_summary_json
 from medseg.metrics import MetricAccumulator, MulticlassAccumulator, image_metrics
+from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def evaluate(
     n_spacing = sum(v is not None for v in spacings.values())
     extra_names = (SURFACE_NAMES + (tuple(f"{k}_mm" for k in SURFACE_NAMES) if n_spacing else ())) if surface else ()
     acc = MulticlassAccumulator(label_names(cfg), extra_names) if multiclass else MetricAccumulator(extra_names)
-    bar = tqdm(total=len(pairs), desc=f"evaluating {split}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(pairs), desc=f"evaluating {split}", unit="img", enabled=progress)
     worst: list[tuple[float, str, Any, Any, Any]] = []
     hists: list[np.ndarray] = []
     qc_scores: list[float] = []

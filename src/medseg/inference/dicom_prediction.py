@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medseg.errors import DataError, MedsegError
 from medseg.inference.predictor import stream_predictions
@@ -28,6 +27,7 @@ from medseg.io.dicom_series import Series, has_dicom, scan_dicom
 from medseg.io.images import write_png
 from medseg.io.outputs import BatchResult
 from medseg.io.windowing import colour_to_uint8, grey_to_uint8
+from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def predict_dicom(predictor, source: str | Path, out: str | Path, *, fmt: str = 
     if not scan.series:
         raise DataError(f"no DICOM images in {source}" + (f" ({len(scan.failed)} files could not be used)"
                                                           if scan.failed else ""))
-    bar = tqdm(total=len(scan.frames), desc="predicting", unit="frame", disable=not progress)
+    bar = progress_bar(total=len(scan.frames), desc="predicting", unit="frame", enabled=progress)
     claimed: dict[Path, Path] = {}
     for series in scan.series:
         try:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medseg.config import save_config, validate
 from medseg.data.source import DataSource
@@ -32,6 +31,7 @@ from medseg.inference.postprocess import Postprocess
 from medseg.inference.predictor import Predictor
 from medseg.io.files import write_text_atomic
 from medseg.metrics import mask_dice
+from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = F
 
     spec = TargetSpec.from_config(predictor.config)  # masks read as the run trained (data.invert_masks)
     probas, truths, refined = [], [], []
-    bar = tqdm(total=len(pairs), desc="predicting validation", unit="img", disable=not progress)
+    bar = progress_bar(total=len(pairs), desc="predicting validation", unit="img", enabled=progress)
     for r in predictor.stream_pairs(pairs):
         bar.update(1)
         if r.error is not None:

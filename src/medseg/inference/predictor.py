@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medseg.config import Config, build_config, validate
 from medseg.data.geometry import letterbox, unletterbox
@@ -35,6 +34,7 @@ from medseg.inference.tta import MemberStats, TTAPlan, classes_last, flip_member
 from medseg.io.formats import image_suffixes, is_image_file, read_image
 from medseg.io.images import write_png
 from medseg.io.outputs import BatchResult, check_outputs
+from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -284,7 +284,7 @@ class Predictor:
                        for item in plan], what="output")
         result = BatchResult()
 
-        bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
+        bar = progress_bar(total=len(files), desc="predicting", unit="img", enabled=progress)
         max_pending = 2 * self.config.infer.batch_size
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes: list[tuple[Any, int]] = []

@@ -44,13 +44,13 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from medseg.data.pairs import Pair
 from medseg.data.readers import load_pair_mask, read_pair_image
 from medseg.errors import DataError
 from medseg.io.dicom import is_dicom
 from medseg.io.images import IMAGE_SUFFIXES, open_image
+from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def compute_fingerprint(pairs: list[Pair], *, max_images: int = 400, seed: int =
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(one, chosen)
-        for result in tqdm(results, total=len(chosen), desc="fingerprint", unit="img", disable=not progress):
+        for result in progress_bar(results, total=len(chosen), desc="fingerprint", unit="img", enabled=progress):
             (unreadable.append if isinstance(result, str) else figures.append)(result)
     if not figures:
         raise DataError(f"none of the {len(chosen)} pairs could be read for the fingerprint"
