@@ -29,6 +29,7 @@ def env() -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     e["OMP_NUM_THREADS"] = "1"
+    e["MEDSEG_PROGRESS"] = "1"  # these tests watch the progress bar in a redirected log
     return e
 
 

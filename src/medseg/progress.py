@@ -3,11 +3,13 @@
 A bar is drawn only when the caller asks for one (``progress=True``), the user did not pass
 ``--quiet``, and it has somewhere to go: a terminal on stderr, or a Jupyter notebook. A log redirected
 to a file or a pipe (``medseg train ... 2> train.log``, a scheduler, CI) gets the log lines only,
-never thousands of carriage-return updates.
+never thousands of carriage-return updates. ``MEDSEG_PROGRESS=1`` in the environment draws bars into a
+redirected stream too (for a log watched with ``tail -f``); ``--quiet`` still wins.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -23,9 +25,12 @@ def set_quiet(quiet: bool) -> None:
 
 
 def bars_shown() -> bool:
-    """True when a bar would be visible: not quiet, and stderr is a terminal or this is a notebook."""
+    """True when a bar would be visible: not quiet, and stderr is a terminal, this is a notebook, or
+    ``MEDSEG_PROGRESS=1`` asks for bars anyway."""
     if _state["quiet"]:
         return False
+    if os.environ.get("MEDSEG_PROGRESS", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
     notebook = any("notebook" in cls.__module__ for cls in tqdm.__mro__)
     return notebook or bool(getattr(sys.stderr, "isatty", lambda: False)())
 
