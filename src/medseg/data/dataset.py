@@ -27,6 +27,13 @@ def load_letterboxed(pair: Pair, size: int, window: str | None = None,
     return image, mask
 
 
+
+def decode_all(pairs: list, load, desc: str, progress: bool) -> list:
+    """``[load(p) for p in pairs]`` decoded by 4 threads, in order, with a progress bar (the in-memory caches)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(progress_bar(pool.map(load, pairs), total=len(pairs), desc=desc, enabled=progress, leave=False,
+                                 unit="img"))
+
 class SegmentationDataset(Dataset):
     """Image/mask pairs at the model size; decoded once and cached in memory when ``cache``."""
 
@@ -40,10 +47,7 @@ class SegmentationDataset(Dataset):
         self.set_augment(augment)
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                it = pool.map(lambda p: load_letterboxed(p, size, window, target), self.pairs)
-                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
-                                        leave=False, unit="img"))
+            self._cache = decode_all(self.pairs, lambda p: load_letterboxed(p, size, window, target), desc, progress)
 
     def set_augment(self, strength: str) -> None:
         """Switch the augmentation strength (none / low / mid / high), e.g. between training stages."""

@@ -13,7 +13,6 @@ Validation and inference see the whole image at the same scale through sliding w
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -21,9 +20,9 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data.augmentations import build_augmentation
+from medseg.data.dataset import decode_all
 from medseg.data.pairs import Pair
 from medseg.data.readers import TargetSpec, read_pair_image, read_pair_target
-from medseg.progress import progress_bar
 
 #: Decoded, resampled pixels (bytes: 3 for the image + 1 for the mask per pixel) kept in memory at most;
 #: a larger set is read from disk for each patch so that memory stays bounded.
@@ -108,10 +107,7 @@ class PatchDataset(Dataset):
         nbytes = sum(h * w * 4 for h, w in shapes)
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache and nbytes <= CACHE_LIMIT_BYTES:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                it = pool.map(lambda p: load_scaled(p, scale, window, target), self.pairs)
-                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
-                                        leave=False, unit="img"))
+            self._cache = decode_all(self.pairs, lambda p: load_scaled(p, scale, window, target), desc, progress)
 
     def set_augment(self, strength: str) -> None:
         """Switch the augmentation strength (none / low / mid / high / a recipe); it applies to each patch."""
@@ -173,10 +169,7 @@ class ScaledImageDataset(Dataset):
         nbytes = sum(round(w * scale) * round(h * scale) * 4 for w, h in map(pair_image_size, self.pairs))
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache and nbytes <= CACHE_LIMIT_BYTES:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                it = pool.map(lambda p: load_scaled(p, scale, window, target), self.pairs)
-                self._cache = list(progress_bar(it, total=len(self.pairs), desc=desc, enabled=progress,
-                                        leave=False, unit="img"))
+            self._cache = decode_all(self.pairs, lambda p: load_scaled(p, scale, window, target), desc, progress)
 
     def __len__(self) -> int:
         return len(self.pairs)
