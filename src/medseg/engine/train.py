@@ -34,7 +34,6 @@ from medseg.engine.distributed import (
     DistContext,
     ShardedSampler,
     cpu_threads_per_process,
-    gather_in_order,
     init_distributed,
     maybe_sync_batchnorm,
     plan_batches,
@@ -49,10 +48,10 @@ from medseg.engine.estimate import DurationEstimate
 from medseg.engine.history import plot_curves, read_history, write_history
 from medseg.engine.runtime import Runtime, resolve_runtime, set_threads
 from medseg.engine.schedule import LrSchedule
+from medseg.engine.validation import gathered_means, logit_dices
 from medseg.errors import CheckpointError
 from medseg.io.files import remove_stale_temps, write_text_atomic
 from medseg.losses import build_loss
-from medseg.metrics import batch_dice, batch_dice_multiclass
 from medseg.models import create_model, main_logits, model_summary
 from medseg.models.weights import load_encoder_weights
 from medseg.progress import progress_bar
@@ -116,13 +115,8 @@ def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: 
         with rt.autocast():
             logits = main_logits(model(x)).float()
         losses += [criterion(logits[i : i + 1], y[i : i + 1]).item() for i in range(len(x))]
-        if logits.shape[1] == 1:
-            dices += batch_dice(torch.sigmoid(logits) > threshold, y > 0.5).tolist()
-        else:
-            dices += batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]).tolist()
-    n = len(chosen)
-    losses, dices = gather_in_order(ctx, losses, n), gather_in_order(ctx, dices, n)
-    return float(np.mean(np.asarray(losses, np.float64))), float(np.mean(np.asarray(dices, np.float64)))
+        dices += logit_dices(logits, y, threshold)
+    return gathered_means(ctx, losses, dices, len(chosen))
 
 
 def train(

@@ -15,6 +15,20 @@ from medseg.models import main_logits
 
 
 @torch.inference_mode()
+def logit_dices(logits: torch.Tensor, y: torch.Tensor, threshold: float) -> list[float]:
+    """Per-image Dice of logits (N, C, H, W) against masks (N, 1, H, W): sigmoid > threshold for one
+    channel, argmax over classes (mean over foreground classes) otherwise."""
+    if logits.shape[1] == 1:
+        return batch_dice(torch.sigmoid(logits) > threshold, y > 0.5).tolist()
+    return batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]).tolist()
+
+
+def gathered_means(ctx: DistContext, losses: list[float], dices: list[float], n: int) -> tuple[float, float]:
+    """(mean loss, mean Dice) over all ranks' per-image values, in dataset order (as one process would)."""
+    losses, dices = gather_in_order(ctx, losses, n), gather_in_order(ctx, dices, n)
+    return float(np.mean(np.asarray(losses, np.float64))), float(np.mean(np.asarray(dices, np.float64)))
+
+
 def validate_sliding(model, dataset, criterion, rt: Runtime, mean_std, threshold: float, *, window: int,
                      overlap: float, batch_size: int, ctx: DistContext, indices: list[int] | None = None
                      ) -> tuple[float, float]:
@@ -45,10 +59,5 @@ def validate_sliding(model, dataset, criterion, rt: Runtime, mean_std, threshold
                                           sigma_scale=0.125)[..., :h, :w]
         y = mask[None].to(rt.device).float()
         losses.append(criterion(logits, y).item())
-        if logits.shape[1] == 1:
-            dices += batch_dice(torch.sigmoid(logits) > threshold, y > 0.5).tolist()
-        else:
-            dices += batch_dice_multiclass(logits.argmax(1), y[:, 0].long(), logits.shape[1]).tolist()
-    n = len(chosen)
-    losses, dices = gather_in_order(ctx, losses, n), gather_in_order(ctx, dices, n)
-    return float(np.mean(np.asarray(losses, np.float64))), float(np.mean(np.asarray(dices, np.float64)))
+        dices += logit_dices(logits, y, threshold)
+    return gathered_means(ctx, losses, dices, len(chosen))
