@@ -37,7 +37,13 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     image_size: int = Field(256, ge=32, description="model input side; images are letterboxed to it")
-    normalize: Literal["imagenet", "unit"] = "imagenet"
+    normalize: Literal["imagenet", "unit", "ct"] = Field(
+        "imagenet", description="imagenet: (x/255 - ImageNet mean) / std; unit: x/255; ct (DICOM CT): the HU values "
+        "clipped to the fixed data.window, then (HU - intensity_mean) / intensity_std, nnU-Net's CTNormalization "
+        "(Isensee et al. 2021); the clip range reaches the network in 256 levels")
+    intensity_mean: float | None = Field(None, description="normalize=ct: mean of the foreground (HU)")
+    intensity_std: float | None = Field(None, gt=0, description="normalize=ct: standard deviation of the "
+                                        "foreground (HU)")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="seeded split when the data has none")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     split_seed: int = 0
@@ -83,10 +89,33 @@ class DataConfig(Section):
             raise ValueError(str(err)) from None
         return None if v.strip().lower() in ("", "none", "file", "default") else v
 
+    @model_validator(mode="after")
+    def _ct_needs_its_figures(self) -> DataConfig:
+        from medseg.io.windowing import fixed_window
+
+        if self.normalize == "ct" and (self.intensity_mean is None or self.intensity_std is None
+                                       or fixed_window(self.window) is None):
+            raise ValueError("data.normalize=ct needs data.intensity_mean and data.intensity_std (HU) and a fixed "
+                             "data.window (a preset or 'CENTER,WIDTH'): the HU clip")
+        return self
+
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) on the 0..1 scale of the uint8 input, for normalize_batch.
+
+        ``ct``: the uint8 input is the LINEAR VOI window of ``data.window`` (PS3.3 C.11.2.1.2), so
+        ``u/255 = (HU - c + 0.5) / (w - 1) + 0.5``; solving for HU turns (HU - mean) / std into
+        (u/255 - m') / s' with the m' and s' returned here.
+        """
         if self.normalize == "imagenet":
             return IMAGENET_MEAN, IMAGENET_STD
+        if self.normalize == "ct":
+            from medseg.io.windowing import fixed_window
+
+            center, width = fixed_window(self.window)
+            span = max(width - 1.0, 1e-6)
+            mean = 0.5 + (self.intensity_mean - center + 0.5) / span
+            return (mean,) * 3, (self.intensity_std / span,) * 3
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 

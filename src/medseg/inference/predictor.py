@@ -247,15 +247,16 @@ class Predictor:
             return np.argmax(proba, axis=2).astype(np.uint8)
         return np.where(self.postprocess(proba), np.uint8(255), np.uint8(0))  # uint8 throughout: no int64 copy
 
-    @staticmethod
-    def _as_array(image: np.ndarray | str | Path, channel_order: str = "rgb") -> np.ndarray:
-        if isinstance(image, (str, Path)):
-            return read_image(Path(image))
+    def _as_array(self, image: np.ndarray | str | Path, channel_order: str = "rgb") -> np.ndarray:
+        if isinstance(image, (str, Path)):  # grey DICOM windowed as in training (data.window)
+            return read_image(Path(image), window=self.config.data.window)
         return as_rgb_uint8(image, channel_order)
 
     # ------------------------------------------------------------------ streaming
     def stream(self, items: Iterable[T], **kw: Any) -> Iterator[Prediction[T]]:
-        """:func:`stream_predictions` with this predictor: one :class:`Prediction` per item, in order."""
+        """:func:`stream_predictions` with this predictor: one :class:`Prediction` per item, in order; files
+        are read with the run's ``data.window`` unless ``read`` is given."""
+        kw.setdefault("read", partial(read_image, window=self.config.data.window))
         return stream_predictions(self, items, **kw)
 
     def stream_pairs(self, pairs: Iterable[Pair], *, uncertainty: bool = False) -> Iterator[Prediction[Pair]]:

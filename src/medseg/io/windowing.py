@@ -71,6 +71,12 @@ def parse_window(spec: str | None) -> str | tuple[float, float] | None:
                       "'CENTER,WIDTH' such as '-600,1500'")
 
 
+def fixed_window(spec: str | None) -> tuple[float, float] | None:
+    """(centre, width) of a preset or 'C,W' spec; None for the file's or the automatic window."""
+    parsed = parse_window(spec)
+    return WINDOW_PRESETS[parsed] if parsed in WINDOW_PRESETS else parsed if isinstance(parsed, tuple) else None
+
+
 def _first(value) -> float | None:
     """The first of a possibly multi-valued number (DS/IS/FD), or None when absent or not a number."""
     if value is None or isinstance(value, (str, bytes)) and not value:

@@ -18,8 +18,10 @@ Every decision reads figures of the :class:`~medseg.plan.fingerprint.Fingerprint
    (CPU) / 16 (GPU), early stopping that cannot end the run before its budget, precision and
    channels_last from the probe, augmentation by modality (photos: colour; grey: none; CT: intensity
    scaling), multi-class: loss weights from class frequencies (inverse square root) and a
-   class-balanced sampler when a class is rare; DICOM CT: window = the 0.5-99.5 % foreground HU
-   percentiles (nnU-Net's CT clipping) unless the user gave one.
+   class-balanced sampler when a class is rare; DICOM CT: clip to the 0.5-99.5 % foreground HU
+   percentiles and z-score with the foreground mean and std (nnU-Net's CTNormalization,
+   ``data.normalize: ct``) unless the user gave a ``data.window``, which is then kept as the only
+   intensity setting (today's fixed window, ImageNet normalisation).
 """
 
 from __future__ import annotations
@@ -249,18 +251,26 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
 
 
 def _intensity(fp: Fingerprint, plan: Plan, user: dict[str, Any]) -> None:
-    """DICOM CT: clip to the foreground 0.5-99.5 % HU percentiles (nnU-Net) unless the user set a window."""
-    if fp.modality != "CT" or (user.get("data") or {}).get("window"):
+    """DICOM CT: nnU-Net's CTNormalization (Isensee et al. 2021): clip to the 0.5-99.5 % HU percentiles of
+    the foreground, then z-score with the foreground mean and std (HU); a user's data.window wins."""
+    if fp.modality != "CT":
+        return
+    if (user.get("data") or {}).get("window"):
+        plan.set("data.window", user["data"]["window"], "CT with your window: it is kept, with today's "
+                 "normalisation, instead of nnU-Net's clip to the foreground HU percentiles and z-score")
         return
     stats = fp.modality_values_foreground or fp.modality_values
-    if stats is None:
+    if stats is None or stats.p99_5 <= stats.p0_5 or stats.std <= 0:
         return
     lo, hi = stats.p0_5, stats.p99_5
-    if hi <= lo:
-        return
     where = "foreground" if fp.modality_values_foreground else "all"
-    plan.set("data.window", f"{(lo + hi) / 2:g},{hi - lo:g}", f"CT: window = the 0.5-99.5 % HU percentiles of "
-             f"{where} pixels ({lo:g} to {hi:g} HU), nnU-Net's CT clipping")
+    # the LINEAR window C,W clips to [C - 0.5 - (W-1)/2, C - 0.5 + (W-1)/2] (PS3.3 C.11.2.1.2): exactly [lo, hi]
+    plan.set("data.window", f"{(lo + hi) / 2 + 0.5:g},{hi - lo + 1:g}", f"CT: clip to the 0.5-99.5 % HU "
+             f"percentiles of {where} pixels ({lo:g} to {hi:g} HU), nnU-Net's CT clipping; a data.window you "
+             "give replaces this clip and the z-score")
+    plan.set("data.normalize", "ct", f"CT: z-score with the {where} mean and std, nnU-Net's CTNormalization")
+    plan.set("data.intensity_mean", round(stats.mean, 2), f"mean of {where} pixels (HU)")
+    plan.set("data.intensity_std", round(stats.std, 2), f"standard deviation of {where} pixels (HU)")
 
 
 def _classes(fp: Fingerprint, plan: Plan) -> None:
