@@ -29,7 +29,7 @@ from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
 from medseg.inference.postprocess import Postprocess
-from medseg.inference.sliding import choose_mode, sliding_predict
+from medseg.inference.sliding import choose_mode, describe_input, sliding_predict
 from medseg.inference.tta import MemberStats, TTAPlan, classes_last, flip_members, model_side
 from medseg.io.formats import image_suffixes, is_image_file, read_image
 from medseg.io.images import write_png
@@ -165,7 +165,7 @@ class Predictor:
         m, k = self.config.model, self.config.model.classes
         classes = "binary" if k == 1 else f"{k} classes"
         backend = self.backend.describe()
-        return (f"Predictor({m.arch}/{m.encoder}, {classes}, input {self.size}x{self.size} letterboxed, "
+        return (f"Predictor({m.arch}/{m.encoder}, {classes}, {describe_input(self.config)}, "
                 f"threshold {self.threshold:g}, {backend}, from {self.source or '?'})")
 
     def describe(self) -> str:

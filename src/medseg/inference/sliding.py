@@ -46,6 +46,26 @@ def window_side(config: Config) -> int:
     return config.data.patch_size or config.data.image_size
 
 
+def input_geometry(config: Config) -> dict:
+    """How images reach the network: ``mode`` (letterbox, sliding, or auto: letterbox unless the image is
+    over ``sliding_above`` x ``train_side``), ``input_size`` (px: the window side, else the letterbox side),
+    ``patch_size`` (px, None for whole-image training) and ``scale`` (the resize to the training scale)."""
+    patch = config.data.patch_size
+    mode = "sliding" if patch and config.infer.mode == "auto" else config.infer.mode
+    return {"mode": mode, "input_size": window_side(config), "patch_size": patch,
+            "scale": round(training_scale(config), 4) if patch or mode == "sliding" else None}
+
+
+def describe_input(config: Config) -> str:
+    """One phrase for :func:`input_geometry`: ``input 256x256 letterboxed`` or ``sliding 192x192 windows at
+    scale 0.5``."""
+    g = input_geometry(config)
+    n = g["input_size"]
+    if g["mode"] == "sliding":
+        return f"sliding {n}x{n} windows at scale {g['scale']:g}"
+    return f"input {n}x{n} letterboxed" + (", sliding windows for large images" if g["mode"] == "auto" else "")
+
+
 def resize(image: np.ndarray, height: int, width: int, *, shrinking: bool | None = None) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image

@@ -11,6 +11,7 @@ from typing import Any
 from medseg._version import __version__
 from medseg.config import label_names
 from medseg.inference.overlay import class_colours
+from medseg.inference.sliding import input_geometry
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
         "config": cfg.name,
         "classes": [{"index": i, "name": n, "colour": list(colours[i % len(colours)])} for i, n in enumerate(names)],
         "multi_class": cfg.model.classes > 1,
-        "input_size": cfg.data.image_size,
+        **input_geometry(cfg),  # mode, input_size (the window side of patch runs), patch_size, scale
         "threshold": cfg.infer.threshold,
         "tta_default": bool(cfg.infer.tta),
         "postprocess": predictor.postprocess.describe(),
