@@ -278,8 +278,9 @@ def train(
     epochs: Annotated[int | None, typer.Option(metavar="N", help="maximum number of epochs [default: the "
                                                "preset's; 100 for default, with early stopping]")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="stop cleanly "
-                                                       "after this many minutes, keeping the best model "
-                                                       "[default: none]")] = None,
+                                                       "after this many minutes, keeping the best model; "
+                                                       "with --folds: the whole cross-validation, shared by "
+                                                       "its folds [default: none]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config "
                                                     "value, e.g. --set optim.lr=3e-4 (repeatable)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last.pt")] = False,

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.config import Config, resolve_config
+from medseg.config import Config, _merge, parse_overrides, resolve_config
 from medseg.data.prepare import discover_and_check
 from medseg.data.readers import TargetSpec, read_pair_target
 from medseg.data.source import DataSource
+from medseg.engine.budget import take_start
 from medseg.engine.checkpoint import BEST, LAST
 from medseg.engine.cv import PLAN, fold_dir, make_plan, read_plan
 from medseg.engine.train import train
@@ -51,7 +53,11 @@ def train_cv(data: DataSource | str | Path | None, out: str | Path, *, folds: in
              progress: bool = True, summarise: bool = True) -> Path:
     """Train fold ``fold`` (or every fold) of a K-fold CV into ``out``, each an ordinary run with ``config``
     and ``overrides`` (as :func:`medseg.engine.train.train`); folds already trained are kept unless
-    ``overwrite``/``resume``. Then, with ``summarise``, gather the folds that exist (:func:`summarise_cv`)."""
+    ``overwrite``/``resume``. Then, with ``summarise``, gather the folds that exist (:func:`summarise_cv`).
+
+    ``train.time_budget_min`` is the budget of the whole call (every fold it trains, from the start of
+    ``medseg train``): each fold gets an equal share of what is left when it starts. The summary
+    (predicting the out-of-fold images) runs after it, outside the budget."""
     out, data = Path(out), DataSource.of(data)
     plan = read_plan(out)
     if plan is not None and plan["folds"] != folds:
@@ -64,15 +70,25 @@ def train_cv(data: DataSource | str | Path | None, out: str | Path, *, folds: in
         write_text_atomic(out / PLAN, json.dumps(plan, indent=2) + "\n")
     if fold is not None and not 0 <= fold < folds:
         raise DataError(f"--fold must be 0..{folds - 1}, got {fold}")
+    todo = []
     for i in [fold] if fold is not None else range(folds):
-        target = fold_dir(out, i)
-        if (target / LAST).is_file() and not (overwrite or resume):
-            log.info("fold %d already trained in %s; kept (--overwrite to train it again)", i, target)
-            continue
+        if (fold_dir(out, i) / LAST).is_file() and not (overwrite or resume):
+            log.info("fold %d already trained in %s; kept (--overwrite to train it again)", i, fold_dir(out, i))
+        else:
+            todo.append(i)
+    budget_min = resolve_config(config, overrides).train.time_budget_min
+    start = take_start()  # the budget covers every fold trained by this call, from the command's start
+    for n, i in enumerate(todo):
+        fold_overrides = overrides
+        if budget_min:  # each fold gets an equal share of what is left, so an overrun is absorbed by the rest
+            share = max(budget_min - (time.monotonic() - start) / 60, 0.01) / (len(todo) - n)
+            over = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+            fold_overrides = _merge(over, {"train": {"time_budget_min": round(share, 4)}})
+            log.info("fold %d: %.2f of the %g min budget", i, share, budget_min)
         assignment = {c: "val" if f == i else "train" for c, f in plan["assignment"].items()}
         log.info("fold %d/%d: %d training, %d validation images", i + 1, folds,
                  sum(v == "train" for v in assignment.values()), sum(v == "val" for v in assignment.values()))
-        train(data, target, config=config, overrides=overrides, overwrite=overwrite, resume=resume,
+        train(data, fold_dir(out, i), config=config, overrides=fold_overrides, overwrite=overwrite, resume=resume,
               progress=progress, assignment=assignment)
     if summarise:
         summarise_cv(out, data, progress=progress)
