@@ -73,6 +73,21 @@ def _group(pairs: list[Pair]) -> dict[str, list[Pair]]:
     return out
 
 
+def unusable_in_split(report: CheckReport, split: str, run_dir: Path | None) -> list[str]:
+    """Case ids of ``split`` (as :func:`pairs_for_split` assigns it) that the check left out: an image or
+    mask that cannot be read; ``report.problems`` say why."""
+    good = {p.case_id for p in report.good}
+    bad = [p for p in report.index.pairs if p.case_id not in good]
+    if split != "all" and bad:
+        if any(p.split for p in report.index.pairs):
+            bad = [p for p in bad if p.split == split]
+        else:
+            saved = run_dir / SPLITS_FILE if run_dir else None
+            mapping = load_splits(saved) if saved is not None and saved.is_file() else {}
+            bad = [p for p in bad if mapping.get(p.case_id) == split]
+    return sorted(p.case_id for p in bad)
+
+
 def pairs_for_split(report: CheckReport, split: str, run_dir: Path | None) -> list[Pair]:
     """Pairs of ``split`` (train/val/test/all) using the data's split, else the run's saved split."""
     pairs = report.good

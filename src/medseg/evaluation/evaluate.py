@@ -19,7 +19,7 @@ import numpy as np
 
 from medseg.config import label_names
 from medseg.data.pairs import Pair
-from medseg.data.prepare import discover_and_check, pairs_for_split
+from medseg.data.prepare import discover_and_check, pairs_for_split, unusable_in_split
 from medseg.data.readers import TargetSpec, read_pair_target
 from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
@@ -168,9 +168,12 @@ def evaluate(
     hists: list[np.ndarray] = []
     qc_scores: list[float] = []
     n_roi = 0
+    # case ids (file names, never patient data) of what could not be read; the errors are logged
+    failed = unusable_in_split(report, split, run if run.is_dir() else None)
     for r in predictor.stream_pairs(pairs, uncertainty=qc):
         bar.update(1)
         if r.error is not None:
+            failed.append(r.item.case_id)
             continue
         pair, image, proba, std = r.item, r.image, r.proba, r.uncertainty
         try:
@@ -178,6 +181,7 @@ def evaluate(
             roi = read_roi(pair, truth.shape)
         except MedsegError as err:
             log.warning("skipped %s", err)
+            failed.append(pair.case_id)
             continue
         mask = predictor.to_mask(proba)
         pred = mask if multiclass else mask > 0
@@ -205,7 +209,7 @@ def evaluate(
         summary.update(surface_unit="px" + (" and mm" if n_spacing else ""), tolerance_px=tolerance_px,
                        tolerance_mm=tolerance_mm if n_spacing else None, n_images_mm=n_spacing,
                        n_surface_one_empty=sum((r.get("fg_pred", 1) == 0) != (r.get("fg_true", 1) == 0) for r in rows))
-    summary["n_images_roi"] = n_roi
+    summary.update(n_images_roi=n_roi, n_failed=len(failed), failed=sorted(failed))
     add_intervals(summary, acc, n_resamples=n_resamples, seed=seed)
     if hists:
         scores = pooled_scores(np.stack(hists), n_resamples=n_resamples, seed=seed)

@@ -84,28 +84,36 @@ def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postproces
 
 
 def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = False
-            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
-    """Foreground probabilities, true masks (bool) and, with ``crf``, CRF-refined probabilities of ``pairs``."""
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[str]]:
+    """Foreground probabilities, true masks (bool), with ``crf`` CRF-refined probabilities of ``pairs``, and
+    the case ids of the pairs that could not be read (their errors are logged)."""
     from medseg.data.readers import TargetSpec, read_pair_target
 
     spec = TargetSpec.from_config(predictor.config)  # masks read as the run trained (data.invert_masks)
-    probas, truths, refined = [], [], []
+    probas, truths, refined, failed = [], [], [], []
     bar = progress_bar(total=len(pairs), desc="predicting validation", unit="img", enabled=progress)
     for r in predictor.stream_pairs(pairs):
         bar.update(1)
         if r.error is not None:
+            failed.append(r.item.case_id)
             continue
         pair, image, proba = r.item, r.image, r.proba
         if proba.ndim != 2:
             raise MedsegError("post-processing tuning handles one foreground class; this model has several")
+        try:
+            truth = read_pair_target(pair, spec) > 0
+        except MedsegError as err:
+            log.warning("skipped %s", err)
+            failed.append(pair.case_id)
+            continue
         probas.append(proba)
-        truths.append(read_pair_target(pair, spec) > 0)
+        truths.append(truth)
         if crf:
             from medseg.inference.crf import crf_refine
 
             refined.append(crf_refine(image, proba))
     bar.close()
-    return probas, truths, (refined if crf else None)
+    return probas, truths, (refined if crf else None), failed
 
 
 def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
@@ -126,7 +134,7 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
                      progress: bool = True, store: bool = True) -> dict[str, Any]:
     """Search threshold and post-processing on ``split`` of ``data`` (default: the data the run was trained
     on); store the choice in ``run``."""
-    from medseg.data.prepare import discover_and_check, pairs_for_split
+    from medseg.data.prepare import discover_and_check, pairs_for_split, unusable_in_split
 
     run = Path(run)
     if run.suffix.lower() == ".onnx":
@@ -138,12 +146,14 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
     predictor = loaded.with_overrides(["infer.crf=false"])  # raw probabilities; the CRF is one of the candidates
     report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
-    probas, truths, refined = collect(predictor, pairs, progress=progress, crf=crf_available())
+    probas, truths, refined, failed = collect(predictor, pairs, progress=progress, crf=crf_available())
+    failed = sorted(failed + unusable_in_split(report, split, run if run.is_dir() else run.parent))
     before = mean_dice(start, refined if had_crf and refined else probas, truths)
     choice, use_crf, trials = search(probas, truths, start, refined)
     settings = {**choice.as_infer_settings(), "crf": use_crf}
     after = mean_dice(choice, refined if use_crf else probas, truths)
-    result = {"split": split, "n_images": len(probas), "dice_before": before, "setting_before": start.describe(),
+    result = {"split": split, "n_images": len(probas), "n_failed": len(failed), "failed": failed,
+              "dice_before": before, "setting_before": start.describe(),
               "dice_after": after, "setting_after": ("CRF, " if use_crf else "") + choice.describe(),
               "infer": settings, "trials": trials, "predictor": predictor.describe(),
               "crf_tried": refined is not None}
