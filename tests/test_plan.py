@@ -136,10 +136,13 @@ def test_multiclass_weights_and_sampler_from_class_frequencies(tmp_path):
     mask[40:200, 40:200] = 1
     mask[100:106, 100:106] = 2  # a rare class
     data = _dataset(tmp_path / "mc", mask, grey=True, n=4)
-    cfg = plan_data(data, machine=machine(), with_pretrained=False).config
+    result = plan_data(data, machine=machine(), with_pretrained=False)
+    cfg, freqs = result.config, result.fingerprint.classes
     assert cfg.model.classes == 3 and cfg.loss.name == "dice_ce"
     w = cfg.loss.class_weights
     assert w[2] > w[1] > w[0]
+    # inverse square root of the fingerprint's class pixel shares, normalised to a mean share of 1
+    assert w == pytest.approx([(sum(freqs.values()) / (3 * freqs[c])) ** 0.5 for c in range(3)], abs=1e-3)
     assert cfg.train.sampler == "class_balanced"
 
 

@@ -3,8 +3,9 @@
 Patch mode (``data.patch_size`` set) trains on ``patch_size`` x ``patch_size`` patches cut from every
 image resampled by ``data.scale`` (1.0 = native resolution; masks resampled nearest-neighbour), instead
 of whole images letterboxed to ``data.image_size``. A share ``data.foreground_oversample`` of the patches
-is centred on a random foreground pixel and the rest placed uniformly, as nnU-Net samples a third of its
-patches around foreground (Isensee et al. 2021, Nature Methods 18:203, "oversample_foreground_percent").
+is centred on a foreground pixel (of a class drawn uniformly among those present) and the rest placed
+uniformly, as nnU-Net samples a third of its patches around foreground (Isensee et al. 2021, Nature
+Methods 18:203, "oversample_foreground_percent").
 Images smaller than a patch are zero padded (bottom/right, image 0 and mask 0), the same padding that
 sliding-window inference gives windows reaching past the image (:mod:`medseg.inference.sliding`).
 Validation and inference see the whole image at the same scale through sliding windows.
@@ -58,13 +59,16 @@ def pad_to(array: np.ndarray, side: int) -> np.ndarray:
 def patch_origin(mask: np.ndarray, side: int, rng: np.random.Generator, foreground: bool) -> tuple[int, int]:
     """Top-left corner of a ``side`` patch in an image of mask ``mask`` (already padded to >= side).
 
-    ``foreground``: centred on a uniformly drawn foreground pixel (mask > 0), clipped to stay inside the
-    image; uniform placement when the mask has no foreground.
+    ``foreground``: centred on a foreground pixel, clipped to stay inside the image: a foreground class
+    drawn uniformly among those in the mask, then one of its pixels (nnU-Net's ``force_fg`` sampling, so a
+    rare class is centred as often as a common one); uniform placement when the mask has no foreground.
     """
     h, w = mask.shape[:2]
     if foreground:
-        ys, xs = np.nonzero(mask)
-        if len(ys):
+        classes = np.flatnonzero(np.bincount(mask.reshape(-1))[1:]) + 1
+        if len(classes):
+            c = classes[int(rng.integers(len(classes)))] if len(classes) > 1 else classes[0]
+            ys, xs = np.nonzero(mask == c)
             k = int(rng.integers(len(ys)))
             top = min(max(int(ys[k]) - side // 2, 0), h - side)
             left = min(max(int(xs[k]) - side // 2, 0), w - side)
