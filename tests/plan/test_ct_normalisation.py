@@ -126,6 +126,13 @@ def test_trained_ct_run_predicts_as_it_validated(ct_data, tmp_path):
     proba = next(iter(predictor.stream_pairs([pair]))).proba
     assert np.abs(proba - expected).max() < 0.02
     assert np.array_equal(predictor.predict_proba(pair.image), proba)  # a path: windowed as in training too
+    # the exported ONNX graph carries the config: the same clip and z-score
+    from medseg.export import export_onnx
+
+    export_onnx(run, tmp_path / "ct.onnx")
+    onnx = Predictor.load(tmp_path / "ct.onnx")
+    assert onnx.config.data.normalize == "ct"
+    assert np.abs(next(iter(onnx.stream_pairs([pair]))).proba - proba).max() < 1e-3
     # evaluate (prediction at the image's own size) agrees with the in-training validation of best.pt
     summary = medseg.evaluate(run, split="val", progress=False)
     assert summary["dice"] == pytest.approx(ckpt["val_dice"], abs=0.01)
