@@ -75,6 +75,8 @@ def test_plan_clips_to_foreground_percentiles_and_zscores_with_foreground_figure
 
 
 def test_a_user_window_keeps_priority_and_the_report_says_so(ct_data, tmp_path):
+    planned = plan_data(ct_data, machine=_machine(), with_pretrained=False)
+    assert any("foreground 0.5-99.5 %" in line and "std" in line for line in planned.fingerprint.summary_lines())
     result = plan_data(ct_data, machine=_machine(), with_pretrained=False, overrides=["data.window=lung"])
     assert result.config.data.window == "lung" and result.config.data.normalize == "imagenet"
     result.write(tmp_path / "plan.yaml")

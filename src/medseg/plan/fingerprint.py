@@ -150,7 +150,10 @@ class Fingerprint:
         if self.modality_values:
             mv = self.modality_values
             unit = " HU" if self.modality == "CT" else ""
-            lines.append(f"stored values{unit}: 0.5-99.5 % {mv.p0_5:g}-{mv.p99_5:g}, median {mv.p50:g}")
+            fg = self.modality_values_foreground
+            fg_text = (f"; foreground 0.5-99.5 % {fg.p0_5:g}-{fg.p99_5:g}, mean {fg.mean:g}, std {fg.std:g}"
+                       if fg else "")
+            lines.append(f"stored values{unit}: 0.5-99.5 % {mv.p0_5:g}-{mv.p99_5:g}, median {mv.p50:g}{fg_text}")
         classes = ", ".join(f"{k}: {v:.1%}" for k, v in self.classes.items())
         lines += [f"classes (pixel share): {classes}",
                   f"foreground per image: {_percent(self.foreground_fraction)}",
