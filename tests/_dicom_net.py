@@ -3,7 +3,6 @@ bounded waits (no fixtures here)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -12,6 +11,8 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests._paths import child_env
 
 HOST = "127.0.0.1"
 DCMTK = shutil.which("echoscu") and shutil.which("storescu") and shutil.which("storescp")
@@ -67,10 +68,7 @@ def node_args(model: Path, port: int, spool: Path, *extra: str) -> list[str]:
 
 
 def node_env() -> dict:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env()
 
 
 @contextmanager

@@ -9,7 +9,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests._paths import SHARED
+
+SHARED_DATA = SHARED / "data"
 
 # A run small enough to train in seconds; fp32 so that results are bit-reproducible.
 TINY = ["data.image_size=64", "model.encoder=resnet18", "model.encoder_weights=none", "train.epochs=2",

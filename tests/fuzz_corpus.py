@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _dicom_factories import ct_slice
+from tests._dicom_factories import ct_slice
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def make_labels(root: Path, rng) -> list[Case]:
     """``root/labels`` (volumes and LabelMe) for the CT series in ``root/reference`` (+ its images)."""
     import SimpleITK as sitk
 
-    from _dicom_factories import ct_series
+    from tests._dicom_factories import ct_series
 
     ct_series(root / "reference" / "ct", n=3, size=16)
     Image.fromarray(_picture(rng, 30, 40)).save(root / "reference" / "photo.png")
