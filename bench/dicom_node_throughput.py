@@ -18,10 +18,7 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,13 +33,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "dicom_node.json"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT))  # the node is started and stopped as the DICOM network tests do it
+from tests._dicom_net import HOST, free_port, process  # noqa: E402
+from tests._paths import child_env  # noqa: E402
 
 
 def cpu() -> dict:
@@ -125,49 +118,43 @@ def main() -> None:
     dest.add_supported_context(SEG, ExplicitVRLittleEndian)
     server = dest.start_server((HOST, dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_seg)])
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    node = subprocess.Popen([sys.executable, "-c", "from medseg.cli import main; main()", "--quiet", "dicom-listen",
-                             args.model, "--port", str(node_port), "--spool", str(tmp / "spool"),
-                             "--forward", f"BENCHDEST@{HOST}:{dest_port}", "--idle-seconds", str(args.idle_seconds)],
-                            env=env, start_new_session=True)
     released: dict[str, float] = {}
-    try:
-        probe = AE(ae_title="BENCH")
-        probe.add_requested_context("1.2.840.10008.1.1")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            a = probe.associate(HOST, node_port, ae_title="MEDSEG")
-            if a.is_established:
-                a.release()
-                break
-            if node.poll() is not None:
-                raise SystemExit("the node exited at start")
-            time.sleep(1)
+    # the node's output goes to a log; the process is terminated (then killed) however the run ends
+    node_args = [sys.executable, "-c", "from medseg.cli import main; main()", "--quiet", "dicom-listen", args.model,
+                 "--port", str(node_port), "--spool", str(tmp / "spool"),
+                 "--forward", f"BENCHDEST@{HOST}:{dest_port}", "--idle-seconds", str(args.idle_seconds)]
+    with process(node_args, tmp / "node.log", env=child_env()) as node:
+        try:
+            probe = AE(ae_title="BENCH")
+            probe.add_requested_context("1.2.840.10008.1.1")
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                a = probe.associate(HOST, node_port, ae_title="MEDSEG")
+                if a.is_established:
+                    a.release()
+                    break
+                if node.poll() is not None:
+                    raise SystemExit(f"the node exited at start; its log: {tmp / 'node.log'}")
+                time.sleep(1)
 
-        def send(datasets: list[Dataset]) -> None:
-            ae = AE(ae_title="BENCH")
-            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-            assoc = ae.associate(HOST, node_port, ae_title="MEDSEG")
-            for ds in datasets:
-                assoc.send_c_store(ds)
-            assoc.release()
-            released[str(datasets[0].StudyInstanceUID)] = time.monotonic()
+            def send(datasets: list[Dataset]) -> None:
+                ae = AE(ae_title="BENCH")
+                ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+                assoc = ae.associate(HOST, node_port, ae_title="MEDSEG")
+                for ds in datasets:
+                    assoc.send_c_store(ds)
+                assoc.release()
+                released[str(datasets[0].StudyInstanceUID)] = time.monotonic()
 
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(args.senders) as pool:
-            list(pool.map(send, series))
-        while len(arrived) < len(series) and time.monotonic() - t0 < args.timeout:
-            time.sleep(0.2)
-        total = time.monotonic() - t0
-        rss = peak_rss_mb(node.pid)
-    finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        server.shutdown()
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(args.senders) as pool:
+                list(pool.map(send, series))
+            while len(arrived) < len(series) and time.monotonic() - t0 < args.timeout:
+                time.sleep(0.2)
+            total = time.monotonic() - t0
+            rss = peak_rss_mb(node.pid)
+        finally:
+            server.shutdown()
 
     lat = sorted(arrived[k] - released[k] for k in arrived if k in released)
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
