@@ -1,7 +1,7 @@
 """The ``medseg`` command. Thin: parses options, calls the API, prints results.
 
 User errors (MedsegError) print as one sentence without a traceback; ``--debug`` shows it.
-Conventions every command follows (checked over the whole app by tests/test_cli_conventions.py):
+Conventions every command follows (checked over the whole app by tests/cli/test_cli_conventions.py):
 positional DATA for data, ``--out/-o`` for what a command writes, ``--time-budget`` in minutes,
 ``--threshold``, ``--set KEY=VALUE``, ``--overlay`` for overlay images, and an Examples section at
 the end of each docstring. Help style and global flags: :mod:`medseg.cli_style`.

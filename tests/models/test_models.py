@@ -12,18 +12,8 @@ from medseg.models import ARCHS, SegOutputs, create_model, freeze_encoder, main_
 from medseg.models.freeze import encoder_layers, encoder_stages
 from medseg.models.summary import model_summary
 from medseg.models.weights import load_encoder_weights
+from tests._models import MIN_SIDE, cfg_for
 from tests._paths import ROOT
-
-# light encoders for the tests; named models keep their own family
-TEST_ENCODER = {"dpt": "tu-vit_tiny_patch16_224", "dicom-vgg16-unet": "vgg16_bn", "isic-deeplabv3": "resnet50"}
-MIN_SIDE = {"pan": 128}  # PAN pools its 1/16 feature three more times
-
-
-def cfg_for(arch: str, classes: int = 1, **kw) -> ModelConfig:
-    base = {"encoder": TEST_ENCODER.get(arch, "resnet18"), "encoder_weights": None}
-    if arch == "unet_classic":
-        base["base_channels"] = 8
-    return ModelConfig(arch=arch, classes=classes, **{**base, **kw})
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

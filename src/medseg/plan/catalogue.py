@@ -4,7 +4,7 @@ Trained from scratch, the MONAI residual UNet and DynUNet at two widths (``medse
 the SMP U-Nets with a ResNet encoder join only when that encoder's ImageNet weights are on this machine
 (``medseg models`` / ``medseg.models.weights``): issue 9 found a 24 M-parameter encoder trained from
 scratch sees too few epochs in a CPU budget, while pretrained it is the strongest start.
-Parameter counts are for 3 input channels and 1 output channel (tests/test_plan.py checks them).
+Parameter counts are for 3 input channels and 1 output channel (tests/plan/test_plan.py checks them).
 """
 
 from __future__ import annotations
