@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import TINY
 from medseg.engine.checkpoint import BEST
 from medseg.engine.cv import fold_dir
 from medseg.evaluation.crossval import train_cv
+from tests.conftest import TINY
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ import json
 import shutil
 
 import medseg
-from _factories import truncated_jpeg
 from medseg.inference.postprocess_tuning import tune_postprocess
+from tests._factories import truncated_jpeg
 
 
 def test_unreadable_images_are_counted_and_named_in_both_summaries(tiny_dataset, tiny_run, tmp_path):

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 import medseg
-from _dicom_factories import ct_slice
-from _factories import save
 from medseg.config import build_config
 from medseg.data.dataset import SegmentationDataset
 from medseg.data.layouts import find_pairs
@@ -22,6 +20,8 @@ from medseg.inference.predictor import Predictor
 from medseg.plan.catalogue import FROM_SCRATCH
 from medseg.plan.machine import Machine
 from medseg.plan.run import plan_data
+from tests._dicom_factories import ct_slice
+from tests._factories import save
 
 SIDE = 64
 #: the foreground: soft tissue uniform in 0..99 HU (mean 49.5, std 28.9); background: air near -1000 HU
