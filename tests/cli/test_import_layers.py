@@ -59,15 +59,6 @@ LAYERS: list[set[str]] = [
     {"medseg", "demo", "cli", "cli_style", "__main__"},
 ]
 
-#: Module-level cycles inside one package that are known and owned elsewhere (importer, imported): why.
-KNOWN_CYCLES: dict[tuple[str, str], str] = {
-    ("medseg.inference.predictor", "medseg.inference.ensemble"):
-        "Predictor.load() returns an EnsemblePredictor (a Predictor subclass) for a CV run; issue 13 item 2/6 "
-        "reshapes the Predictor's loading",
-}
-#: Imports against the layers that are known and owned elsewhere (importer, imported): why.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {}
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -174,26 +165,19 @@ def problems(root: Path = SRC) -> list[str]:
     layer_of = {name: i for i, names in enumerate(LAYERS) for name in names}
     out = [f"{name} (in {root}) has no layer in tests/cli/test_import_layers.LAYERS"
            for name in sorted({group(m) for m in _modules(root)} - set(layer_of))]
-    upward = [e for e in edges if layer_of.get(group(e.target), -1) > layer_of.get(group(e.source), len(LAYERS))
-              and not _known(e, KNOWN_UPWARD)]
+    upward = [e for e in edges if layer_of.get(group(e.target), -1) > layer_of.get(group(e.source), len(LAYERS))]
     out += [f"{e.where}: {e.source} imports {e.target}, a higher layer ({group(e.target)} above {group(e.source)})"
             for e in upward]
-    kept = [e for e in edges if not _known(e, {**KNOWN_UPWARD, **KNOWN_CYCLES})]
     packages: dict[str, set[str]] = {}
-    for e in kept:
+    for e in edges:
         if group(e.source) != group(e.target):
             packages.setdefault(group(e.source), set()).add(group(e.target))
-    out += ["package cycle " + _describe(c, kept, group) for c in find_cycles(packages)]
+    out += ["package cycle " + _describe(c, edges, group) for c in find_cycles(packages)]
     modules: dict[str, set[str]] = {}
-    for e in kept:
+    for e in edges:
         modules.setdefault(e.source, set()).add(e.target)
-    out += ["module cycle " + _describe(c, kept, lambda m: m) for c in find_cycles(modules)]
+    out += ["module cycle " + _describe(c, edges, lambda m: m) for c in find_cycles(modules)]
     return out
-
-
-def _known(edge: Edge, table: dict[tuple[str, str], str]) -> bool:
-    """True when ``table`` lists the import, by imported module or by the package it belongs to."""
-    return (edge.source, edge.target) in table or (edge.source, "medseg." + group(edge.target)) in table
 
 
 def test_no_import_cycle_and_no_import_against_the_layers():

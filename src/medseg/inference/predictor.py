@@ -28,6 +28,7 @@ from medseg.engine.runtime import Runtime, resolve_runtime
 from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.inference.arrays import as_rgb_uint8
 from medseg.inference.backends import OnnxBackend, TorchBackend
+from medseg.inference.ensemble import average_members, trained_folds
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.sliding import choose_mode, describe_input, sliding_predict
 from medseg.inference.tta import MemberStats, TTAPlan, classes_last, flip_members, model_side
@@ -82,13 +83,16 @@ class Predictor:
     """A trained model with its preprocessing and postprocessing, on a PyTorch or ONNX Runtime backend.
 
     ``config`` decides everything after the network: letterbox or sliding windows (``infer.mode``),
-    test-time augmentation (``infer.tta``), threshold and post-processing.
+    test-time augmentation (``infer.tta``), threshold and post-processing. With ``members`` (the folds
+    of a CV run) the probabilities are the members' mean (:mod:`medseg.inference.ensemble`).
     """
 
-    def __init__(self, backend: TorchBackend | OnnxBackend, config: Config, source: str = "") -> None:
+    def __init__(self, backend: TorchBackend | OnnxBackend, config: Config, source: str = "",
+                 members: list[Predictor] | None = None) -> None:
         self.backend = backend
         self.config = config
         self.source = source
+        self.members = members or []
 
     @classmethod
     def load(cls, path: str | Path, *, precision: str = "auto", device: str | None = None,
@@ -104,10 +108,10 @@ class Predictor:
         """
         path = Path(path)
         if path.is_dir() and (path / "cv.json").is_file():  # a cross-validation run: its folds, averaged
-            from medseg.inference.ensemble import load_ensemble
-
-            return load_ensemble(path, precision=precision, device=device, channels_last=channels_last,
-                                 threads=threads, overrides=overrides)
+            folds, chosen = trained_folds(path)
+            members = [cls.load(f, precision=precision, device=device, channels_last=channels_last,
+                                threads=threads, overrides=chosen + list(overrides or [])) for f in folds]
+            return cls(members[0].backend, members[0].config, source=str(path), members=members)
         if path.suffix.lower() == ".onnx":
             if not path.is_file():
                 raise CheckpointError(f"{path} does not exist; give a run folder, a checkpoint or an exported "
@@ -137,6 +141,7 @@ class Predictor:
         _refuse_training_keys(overrides, Path(self.source or "this model"))
         new = copy.copy(self)
         new.config = build_config(base=self.config.model_dump(mode="json"), overrides=overrides)
+        new.members = [m.with_overrides(overrides) for m in self.members]
         return new
 
     @property
@@ -169,6 +174,8 @@ class Predictor:
                 f"threshold {self.threshold:g}, {backend}, from {self.source or '?'})")
 
     def describe(self) -> str:
+        if self.members:
+            return f"ensemble of {len(self.members)} folds ({self.members[0].describe()})"
         tta = f", TTA x{self.plan.members(self.backend.flips)}" if self.plan.members(self.backend.flips) > 1 else ""
         return f"{self.backend.describe()}{tta}; {self.postprocess.describe()}"
 
@@ -189,6 +196,9 @@ class Predictor:
     def predict_batch(self, images: list[np.ndarray], *, uncertainty: bool = False
                       ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, uncertainty or None) for each RGB uint8 image, at its own size."""
+        if self.members:
+            return average_members([m.predict_batch(images, uncertainty=uncertainty) for m in self.members],
+                                   uncertainty)
         out: list[Any] = [None] * len(images)
         boxed = [i for i, img in enumerate(images) if choose_mode(*img.shape[:2], self.config) == "letterbox"]
         if boxed:
