@@ -43,6 +43,8 @@ _state = {"debug": False}
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config value, "
                                                    "e.g. --set infer.tta=true (repeatable)")]
+SplitOpt = Annotated[str, typer.Option(help="val, test, train or all")]
+RunArg = Annotated[Path, typer.Argument(help="run folder or checkpoint")]
 ThresholdOpt = Annotated[float | None, typer.Option(metavar="P", help="probability threshold [default: the run's, "
                                                                    "0.5 unless tuned]")]
 
@@ -378,9 +380,9 @@ def _plan_for_train(source, out: Path, preset, config, plan, overrides, resume, 
 @app.command()
 @data_source("dataset folder with masks [default: the data the run was trained on]")
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
+    run: RunArg,
     source: DataSource,
-    split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
+    split: SplitOpt = "val",
     out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FOLDER", help="output folder [default: "
                                              "RUN/eval_SPLIT]", show_default=False)] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay images (prediction red/yellow, "
@@ -451,7 +453,7 @@ def compare(
                                       "masks (<image stem>.png)")],
     b: Annotated[Path, typer.Argument(metavar="B", help="the same kinds as A")],
     source: DataSource,
-    split: Annotated[str, typer.Option(help="val, test, train or all")] = "val",
+    split: SplitOpt = "val",
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="folder for compare.json and "
                                       "paired.csv")] = Path("compare"),
 ) -> None:
@@ -601,7 +603,7 @@ def _cuda() -> bool:
 @app.command()
 @data_source("the run's data folder: validation images for the parity check, training images for int8 calibration")
 def export(
-    run: Annotated[Path, typer.Argument(help="run folder or checkpoint")],
+    run: RunArg,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="the .onnx file to write")],
     source: DataSource,
     format: Annotated[str, typer.Option("--format", help="export format (onnx)")] = "onnx",

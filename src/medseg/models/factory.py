@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medseg.errors import ConfigError
-from medseg.models.smp_arch import SKIP_ARCHS, SMP_ARCHS, build_smp, check_encoder
+from medseg.models.smp_arch import DEEPLAB_OPTIONS, SMP_ARCHS, build_smp, check_encoder
 from medseg.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ OPTIONS = ("base_channels", "upsampling", "attention", "deep_supervision", "drop
            "output_stride")
 #: ModelConfig fields that every architecture uses
 _COMMON = ("freeze_layers", "freeze_stages", "edge_head")
-_DEEPLAB = ("atrous_rates", "output_stride", "dropout")
 ISIC_DEEPLAB_ENCODERS = ("resnet50", "resnet101", "tu-xception65", "tu-xception41", "tu-xception71")
 
 
@@ -59,16 +58,7 @@ def _default(cfg: ModelConfig, key: str, value):
 
 
 # ---------------------------------------------------------------------------- segmentation-models-pytorch
-def _register_smp(name: str, help_text: str) -> None:
-    options: tuple[str, ...] = ()
-    if name in SKIP_ARCHS:
-        options += ("attention",)
-    if name == "unet":
-        options += ("deep_supervision",)
-    if name in ("deeplabv3", "deeplabv3plus"):
-        options += _DEEPLAB
-    if name == "pspnet":
-        options += ("dropout",)
+def _register_smp(name: str, help_text: str, options: tuple[str, ...]) -> None:
     encoder = "tu-vit_small_patch16_224" if name == "dpt" else "resnet34"
 
     @_arch(name, help_text, options, encoder)
@@ -86,8 +76,8 @@ def _register_smp(name: str, help_text: str) -> None:
                          **kwargs)
 
 
-for _name, (_cls, _help) in SMP_ARCHS.items():
-    _register_smp(_name, _help)
+for _name, (_cls, _help, _options) in SMP_ARCHS.items():
+    _register_smp(_name, _help, _options)
 
 
 # ---------------------------------------------------------------------------- medseg's own architectures
@@ -114,7 +104,7 @@ def _vgg16_unet(cfg: ModelConfig) -> nn.Module:
 
 
 @_arch("isic-deeplabv3", "DeepLabV3, ResNet-50 (or resnet101, tu-xception65), output stride 16, ASPP 6/12/18 "
-       "+ image pooling", _DEEPLAB, default_encoder="resnet50")
+       "+ image pooling", DEEPLAB_OPTIONS, default_encoder="resnet50")
 def _isic_deeplabv3(cfg: ModelConfig) -> nn.Module:
     if cfg.encoder not in ISIC_DEEPLAB_ENCODERS:
         raise ConfigError(f"isic-deeplabv3 uses encoder {', '.join(ISIC_DEEPLAB_ENCODERS)}, not {cfg.encoder!r}; "

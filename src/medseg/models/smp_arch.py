@@ -13,24 +13,28 @@ from torch import nn
 from medseg._compat import import_torchvision
 from medseg.models.base import Segmenter
 
-#: medseg name -> (SMP class, description)
+#: CBAM on the skips: for decoders that read intermediate encoder features
+_SKIP = ("attention",)
+#: the ASPP settings of the DeepLabs
+DEEPLAB_OPTIONS = ("atrous_rates", "output_stride", "dropout")
+
+#: medseg name -> (SMP class, description, the ModelConfig options it uses: medseg.models.factory.OPTIONS)
 SMP_ARCHS = {
-    "unet": ("Unet", "U-Net (Ronneberger 2015) with an SMP/timm encoder"),
-    "unetplusplus": ("UnetPlusPlus", "U-Net++ nested skip connections"),
-    "manet": ("MAnet", "multi-scale attention U-Net"),
-    "linknet": ("Linknet", "LinkNet, light decoder"),
-    "fpn": ("FPN", "feature pyramid network"),
-    "pspnet": ("PSPNet", "pyramid scene parsing network (SMP: bins 1,2,3,6 on 1/8 features)"),
-    "pan": ("PAN", "pyramid attention network"),
-    "deeplabv3": ("DeepLabV3", "DeepLabV3 with ASPP (SMP defaults: output stride 8, rates 12,24,36)"),
-    "deeplabv3plus": ("DeepLabV3Plus", "DeepLabV3+ with a decoder"),
-    "upernet": ("UPerNet", "unified perceptual parsing"),
-    "segformer": ("Segformer", "SegFormer MLP decoder"),
-    "dpt": ("DPT", "dense prediction transformer (ViT encoders only: tu-vit_*)"),
+    "unet": ("Unet", "U-Net (Ronneberger 2015) with an SMP/timm encoder", _SKIP + ("deep_supervision",)),
+    "unetplusplus": ("UnetPlusPlus", "U-Net++ nested skip connections", _SKIP),
+    "manet": ("MAnet", "multi-scale attention U-Net", _SKIP),
+    "linknet": ("Linknet", "LinkNet, light decoder", _SKIP),
+    "fpn": ("FPN", "feature pyramid network", _SKIP),
+    "pspnet": ("PSPNet", "pyramid scene parsing network (SMP: bins 1,2,3,6 on 1/8 features)", ("dropout",)),
+    "pan": ("PAN", "pyramid attention network", _SKIP),
+    "deeplabv3": ("DeepLabV3", "DeepLabV3 with ASPP (SMP defaults: output stride 8, rates 12,24,36)",
+                  DEEPLAB_OPTIONS),
+    "deeplabv3plus": ("DeepLabV3Plus", "DeepLabV3+ with a decoder", DEEPLAB_OPTIONS + _SKIP),
+    "upernet": ("UPerNet", "unified perceptual parsing", _SKIP),
+    "segformer": ("Segformer", "SegFormer MLP decoder", ()),
+    "dpt": ("DPT", "dense prediction transformer (ViT encoders only: tu-vit_*)", ()),
 }
 
-#: architectures whose decoder reads intermediate encoder features (CBAM on skips makes sense)
-SKIP_ARCHS = {"unet", "unetplusplus", "manet", "linknet", "fpn", "deeplabv3plus", "upernet", "pan"}
 #: U-Net decoder levels tapped by deep supervision: blocks at 1/8, 1/4, 1/2 (finest first)
 _UNET_LEVELS = (3, 2, 1)
 
