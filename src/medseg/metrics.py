@@ -41,17 +41,6 @@ if TYPE_CHECKING:
 
 THRESHOLDED_JACCARD_CUTOFF = 0.65
 
-#: The per-image metrics that the accumulator averages (fg_pred / fg_true are counts, not averaged).
-METRIC_NAMES = (
-    "dice",
-    "iou",
-    "sensitivity",
-    "specificity",
-    "precision",
-    "accuracy",
-    "thresholded_jaccard",
-)
-
 
 class Confusion(NamedTuple):
     """Pixel counts of one image (ints), or of each image of a batch (torch tensors of shape (N,))."""
@@ -107,29 +96,23 @@ def thresholded_jaccard(c: Confusion) -> float:
     return j if j >= THRESHOLDED_JACCARD_CUTOFF else 0.0
 
 
-#: The pure per-image metric functions, by the names in METRIC_NAMES (the accumulator's and the reports').
+#: The pure per-image metric functions by name (the accumulator's and the reports').
 METRICS = {f.__name__: f for f in (dice, iou, sensitivity, specificity, precision, accuracy, thresholded_jaccard)}
+#: The per-image metrics that the accumulator averages (fg_pred / fg_true are counts, not averaged).
+METRIC_NAMES = tuple(METRICS)
 
 
 def confusion(pred: np.ndarray, target: np.ndarray) -> Confusion:
     """The (tp, fp, fn, tn) pixel counts of a predicted and a true mask of the same shape (nonzero =
     foreground); DataError when the shapes differ."""
-    pred = np.asarray(pred)
-    target = np.asarray(target)
+    pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
-        raise DataError(
-            f"prediction has shape {pred.shape} but the mask has shape {target.shape}; "
-            "they must be the same size"
-        )
-    p = pred != 0
-    t = target != 0
-    n_pred = int(np.count_nonzero(p))
-    n_true = int(np.count_nonzero(t))
+        raise DataError(f"prediction has shape {pred.shape} but the mask has shape {target.shape}; they must be the "
+                        "same size")
+    p, t = pred != 0, target != 0
     tp = int(np.count_nonzero(p & t))
-    fp = n_pred - tp
-    fn = n_true - tp
-    tn = int(p.size) - tp - fp - fn
-    return Confusion(tp, fp, fn, tn)
+    fp, fn = int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
+    return Confusion(tp, fp, fn, int(p.size) - tp - fp - fn)
 
 
 def mask_dice(pred: np.ndarray, target: np.ndarray) -> float:
@@ -140,9 +123,7 @@ def mask_dice(pred: np.ndarray, target: np.ndarray) -> float:
 def image_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Metrics of one predicted mask against its true mask (see the module docstring for empties)."""
     c = confusion(pred, target)
-    out = {name: METRICS[name](c) for name in METRIC_NAMES}
-    return out | {"fg_pred": float(c.tp + c.fp), "fg_true": float(c.tp + c.fn)}
-
+    return {name: f(c) for name, f in METRICS.items()} | {"fg_pred": float(c.tp + c.fp), "fg_true": float(c.tp + c.fn)}
 
 
 def batch_confusion(pred: torch.Tensor, target: torch.Tensor) -> Confusion:
@@ -170,8 +151,7 @@ def batch_dice_multiclass(pred: torch.Tensor, target: torch.Tensor, classes: int
     """
     import torch
 
-    total = torch.zeros(pred.shape[0])
-    count = torch.zeros(pred.shape[0])
+    total, count = torch.zeros(pred.shape[0]), torch.zeros(pred.shape[0])
     for c in range(1, classes):
         counts = batch_confusion(pred == c, target == c)
         present = (counts.tp + counts.fp + counts.fn) > 0
@@ -286,8 +266,7 @@ class MulticlassAccumulator:
             perfect = 0.0 if metric.startswith(("hd95", "assd")) else 1.0  # nothing to find, nothing found
             row[metric] = float(np.mean(values)) if values else perfect
         for name, m in per_class.items():
-            row[f"dice_{name}"] = m["dice"]
-            row[f"iou_{name}"] = m["iou"]
+            row |= {f"dice_{name}": m["dice"], f"iou_{name}": m["iou"]}
         self._rows.append(row)
         return {k: v for k, v in row.items() if k != "case_id"}
 
@@ -307,6 +286,4 @@ class MulticlassAccumulator:
             out[metric] = float(np.mean(values)) if values else math.nan
         ious = np.array([row["iou"] for row in self._rows], dtype=np.float64)
         out["failure_rate"] = float(np.mean(ious < THRESHOLDED_JACCARD_CUTOFF)) if len(ious) else math.nan
-        out["n_images"] = len(self._rows)
-        out["per_class"] = per_class
-        return out
+        return out | {"n_images": len(self._rows), "per_class": per_class}
