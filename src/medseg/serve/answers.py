@@ -29,8 +29,7 @@ class Answer:
 
 def summary(job: Job, mask: np.ndarray, model_id: str) -> dict[str, Any]:
     """The JSON answer: input size, threshold, model id and per-class area, bbox, RLE, polygons."""
-    predictor = job.predictor
-    upload = job.upload
+    predictor, upload = job.predictor, job.upload
     h, w = mask.shape[:2]
     return {
         "model": model_id,
@@ -66,8 +65,7 @@ def qc_answer(scores: list[float], source: str | Path | None) -> dict[str, Any]:
 def build_answer(job: Job, probas: list[np.ndarray], workdir: Path, *, fmt: str, model_id: str,
                  mask_in_json: bool = False) -> Answer:
     """The answer in ``fmt`` (png, json, overlay, probability, dicom-seg, viewer) for one job."""
-    predictor = job.predictor
-    cfg = predictor.config
+    predictor, cfg = job.predictor, job.predictor.config
     masks = [predictor.to_mask(p) for p in probas]
     dicom = job.kind == "dicom"
     media = outputs.MEDIA_TYPES[fmt]

@@ -84,16 +84,16 @@ def static_text(name: str) -> str:
 # --------------------------------------------------------------------------------------------- uploads
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    too_large = UploadError(413, f"the upload is larger than the {limit // 1024} KiB this service accepts "
+                                 "(--max-upload-mb)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise UploadError(413, f"the upload is larger than the {limit // 1024} KiB this service accepts "
-                               "(--max-upload-mb)")
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise UploadError(413, f"the upload is larger than the {limit // 1024} KiB this service accepts "
-                                   "(--max-upload-mb)")
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -176,9 +176,6 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
                               "/metrics. Viewer at /.")
     app.state.pool, app.state.metrics, app.state.settings = pool, metrics, settings
 
-    def model_info() -> dict[str, Any]:
-        return state["model"]
-
     # ------------------------------------------------------------------ middleware
     def route_template(request: Request) -> str:
         """The matched route's path template (a bounded set of metric labels), ``other`` for unknown paths."""
@@ -259,7 +256,7 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
         """The loaded model: name, id, classes (names, colours), input size, version, metrics, export kind."""
         if not pool.ready.is_set():
             return not_ready()
-        return model_info()
+        return state["model"]
 
     @app.get("/metrics", tags=["health"], dependencies=[Security(_bearer)])
     async def prometheus() -> Response:
@@ -275,15 +272,13 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
             raise UploadError(400, "frame is 1-based")
         if not pool.ready.is_set():
             raise NotReady
-        info = model_info()
-        job = Job(data, kind, partial(build_answer, fmt=fmt, model_id=info["id"], mask_in_json=mask_in_json),
+        job = Job(data, kind, partial(build_answer, fmt=fmt, model_id=state["model"]["id"], mask_in_json=mask_in_json),
                   tta=pool.default_tta if tta is None else tta,
                   frame=None if fmt == "dicom-seg" else (frame or 1) - 1, request_id=REQUEST_ID.get())
         started = time.perf_counter()
         answer = await pool.submit(job)
-        timing = {k: round(v, 1) for k, v in job.timing.items()}
-        timing["total_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        return answer, timing
+        total = round((time.perf_counter() - started) * 1000, 1)
+        return answer, {k: round(v, 1) for k, v in job.timing.items()} | {"total_ms": total}
 
     @app.post("/v1/segment", tags=["segment"], dependencies=[Security(_bearer)], openapi_extra=_UPLOAD_BODY,
               responses={200: {"content": {m: {} for m in set(MEDIA_TYPES.values())}}})
@@ -305,9 +300,7 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
         except NotReady:
             return not_ready()
         if answer.payload is not None:
-            answer.payload["timing_ms"] = timing
-            answer.payload["request_id"] = REQUEST_ID.get()
-            return JSONResponse(answer.payload)
+            return JSONResponse(answer.payload | {"timing_ms": timing, "request_id": REQUEST_ID.get()})
         headers = {"Server-Timing": ", ".join(f"{k.removesuffix('_ms')};dur={v}" for k, v in timing.items())}
         if fmt == "dicom-seg":
             headers["Content-Disposition"] = 'attachment; filename="segmentation.dcm"'

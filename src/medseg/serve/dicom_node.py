@@ -27,7 +27,7 @@ from pathlib import Path
 from medseg.errors import MedsegError
 from medseg.io.files import atomic_path
 from medseg.serve.forwarder import Destination, Forwarder, Outbox
-from medseg.serve.spool import CANNOT_UNDERSTAND, DATA_SET_MISMATCH, SUCCESS, Spool
+from medseg.serve.spool import CANNOT_UNDERSTAND, DATA_SET_MISMATCH, SUCCESS, Spool, series_key
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,6 @@ def transfer_syntaxes() -> tuple[list[str], list[str]]:
     return accepted, missing
 
 
-def _uid_name(uid: str) -> str:
-    from pydicom.uid import UID
-
-    return UID(uid).name
-
-
 @dataclass
 class NodeSettings:
     """Options of ``medseg dicom-listen`` (see its ``--help``)."""
@@ -127,6 +121,7 @@ class DicomNode:
 
     # ------------------------------------------------------------------ network
     def _make_ae(self):
+        from pydicom.uid import UID
         from pynetdicom import AE
 
         ae = AE(ae_title=self.settings.ae_title)
@@ -138,10 +133,10 @@ class DicomNode:
         for uid in IMAGE_STORAGE:
             ae.add_supported_context(uid, accepted)
         ae.add_supported_context(VERIFICATION, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
-        log.info("transfer syntaxes accepted: %s", ", ".join(_uid_name(u) for u in accepted))
+        log.info("transfer syntaxes accepted: %s", ", ".join(UID(u).name for u in accepted))
         if missing:
             log.warning("compressed transfer syntaxes refused (no decoder installed): %s",
-                        ", ".join(_uid_name(u) for u in missing))
+                        ", ".join(UID(u).name for u in missing))
         return ae
 
     def start(self) -> None:
@@ -218,14 +213,8 @@ class DicomNode:
                         self.settings.spool, status)
         elif not stored:
             log.info("association %s: duplicate instance of series %s ignored", self._assoc_id(event),
-                     self.spool_key(series_uid))
+                     series_key(series_uid))
         return status
-
-    @staticmethod
-    def spool_key(series_uid: str) -> str:
-        from medseg.serve.spool import series_key
-
-        return series_key(series_uid)
 
     def _on_released(self, event) -> None:
         n = self.spool.release(self._assoc_id(event))

@@ -63,14 +63,9 @@ def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
     source = Path(predictor.source)
     sha = file_sha256(source) if source.is_file() else ""
     name = model_path.name if model_path.is_dir() else model_path.stem
-    cfg = predictor.config
-    backend = predictor.backend
-    if getattr(backend, "kind", "") == "onnx":
-        kind = f"onnx-{getattr(backend, 'precision', 'fp32')}"
-    else:
-        kind = "pytorch"
-    names = label_names(cfg)
-    colours = class_colours(cfg)
+    cfg, backend = predictor.config, predictor.backend
+    kind = f"onnx-{getattr(backend, 'precision', 'fp32')}" if getattr(backend, "kind", "") == "onnx" else "pytorch"
+    names, colours = label_names(cfg), class_colours(cfg)
     return {
         "name": name,
         "id": f"{name}@{sha[:12]}" if sha else name,

@@ -24,14 +24,8 @@ from medseg.inference.overlay import class_colours, make_overlay
 from medseg.io.images import write_png
 
 #: ``?format=`` values and the media type each answers with.
-MEDIA_TYPES = {
-    "png": "image/png",
-    "json": "application/json",
-    "overlay": "image/png",
-    "dicom-seg": "application/dicom",
-    "probability": "image/png",
-    "viewer": "application/json",
-}
+MEDIA_TYPES = {"png": "image/png", "json": "application/json", "overlay": "image/png", "dicom-seg": "application/dicom",
+               "probability": "image/png", "viewer": "application/json"}
 #: ``Accept`` media types that choose a format when ``?format=`` is absent (first match wins).
 ACCEPT = (("application/json", "json"), ("application/dicom", "dicom-seg"), ("image/png", "png"))
 
@@ -48,9 +42,7 @@ def png_bytes(arr: np.ndarray, workdir: Path, *, palette=None, name: str = "out.
 def mask_png(mask: np.ndarray, config, workdir: Path, *, dicom: bool = False) -> bytes:
     """The mask file ``medseg predict`` writes: 0/255 for one class; for several, class values as an indexed
     PNG in the class colours (images) or plain grey values (DICOM frames, as ``--format png`` writes them)."""
-    multi = config.model.classes > 1
-    palette = class_colours(config) if multi and not dicom else None
-    return png_bytes(mask, workdir, palette=palette)
+    return png_bytes(mask, workdir, palette=class_colours(config) if config.model.classes > 1 and not dicom else None)
 
 
 def overlay_png(image: np.ndarray, mask: np.ndarray, config, workdir: Path) -> bytes:
@@ -130,9 +122,7 @@ def bbox(region: np.ndarray) -> list[int] | None:
 def class_summaries(mask: np.ndarray, config, spacing_mm: tuple[float, float] | None = None) -> list[dict]:
     """Per foreground class: name, value in the mask PNG, area (pixels, fraction, mm² when known), bbox,
     COCO RLE and polygons. ``mask`` is the mask PNG's array (0/255 for one class, indices otherwise)."""
-    names = label_names(config)
-    colours = class_colours(config)
-    multi = config.model.classes > 1
+    names, colours, multi = label_names(config), class_colours(config), config.model.classes > 1
     values = range(1, config.model.classes) if multi else [255]
     out = []
     for i, value in enumerate(values, start=1):

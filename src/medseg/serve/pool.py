@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config import build_config
 from medseg.errors import MedsegError
 from medseg.inference.tta import qc_score
 from medseg.serve.security import REQUEST_ID, UploadError
@@ -107,7 +106,9 @@ class InferencePool:
         try:
             predictor = self._load()
             self.default_tta = bool(predictor.config.infer.tta)
-            self.predictors = self._variants(predictor)
+            # {tta: predictor}: the run's predictor and its twin with TTA switched the other way
+            tta = self.default_tta
+            self.predictors = {tta: predictor, not tta: predictor.with_overrides([f"infer.tta={not tta}".lower()])}
             size = predictor.size
             predictor.predict_batch([np.zeros((size, size, 3), np.uint8)])  # warm-up (allocations, kernels)
         except Exception as err:  # noqa: BLE001 - reported by /readyz and the log
@@ -123,21 +124,6 @@ class InferencePool:
             self.metrics.ready.set(1)
         log.info("model ready: %s; %d worker(s), queue %d, micro-batch %d", predictor.describe(), self.workers,
                  self.max_queue, self.max_batch)
-
-    @staticmethod
-    def _variants(predictor) -> dict[bool, Any]:
-        """{tta: predictor}: the run's predictor and its twin with TTA switched the other way."""
-        from medseg.inference.predictor import Predictor
-
-        base = predictor.config.infer.tta
-        other = build_config(base=predictor.config.model_dump(mode="json"),
-                             overrides=[f"infer.tta={'false' if base else 'true'}"])
-        return {base: predictor, not base: Predictor(predictor.backend, other, source=predictor.source)}
-
-    @property
-    def predictor(self):
-        """The run's own predictor (its ``infer.tta`` setting)."""
-        return self.predictors[self.default_tta]
 
     def close(self, timeout: float = 60.0) -> None:
         """Finish every queued job, then stop the workers (graceful shutdown)."""

@@ -34,7 +34,6 @@ SIGNATURES = (
     (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"),  # BigTIFF too
     (b"BM", "bmp"),
 )
-KINDS = ("png", "jpeg", "tiff", "bmp", "dicom")
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "bmp": ".bmp", "dicom": ".dcm"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: The id of the request being handled (set by the app's middleware and by the worker for each job).

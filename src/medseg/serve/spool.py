@@ -24,7 +24,6 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -43,11 +42,6 @@ def series_key(uid: str) -> str:
     return uid_key(uid, 10)
 
 
-@dataclass
-class _Assoc:
-    files: list[tuple[str, str]] = field(default_factory=list)  # (series key, sop key)
-
-
 class Spool:
     """Thread-safe spool: association threads :meth:`store`, :meth:`release`, :meth:`abort`; a scheduler
     takes complete runs with :meth:`take_due`.
@@ -61,7 +55,7 @@ class Spool:
         self.min_free_bytes = int(min_free_bytes)
         self.answered_days = answered_days
         self._lock = threading.Lock()
-        self._assocs: dict[str, _Assoc] = {}
+        self._assocs: dict[str, list[tuple[str, str]]] = {}  # association -> its (series key, sop key) files
         self._pending: dict[str, set[str]] = {}  # series key -> sop keys in open associations or collecting
         self._answered: dict[str, set[str]] = {}
         self._last_arrival: dict[str, float] = {}
@@ -99,9 +93,6 @@ class Spool:
                      len(self._pending), len(ready))
 
     # ------------------------------------------------------------------ association threads
-    def disk_low(self, incoming: int = 0) -> bool:
-        return shutil.disk_usage(self.root).free - incoming < self.min_free_bytes
-
     def store(self, assoc_id: str, series_uid: str, sop_uid: str, data: bytes) -> tuple[int, bool]:
         """Write one encoded instance (DICOM file format bytes) for association ``assoc_id``.
 
@@ -111,7 +102,7 @@ class Spool:
         with self._lock:
             if okey in self._pending.get(skey, ()) or okey in self._answered.get(skey, ()):
                 return SUCCESS, False
-            if self.disk_low(len(data)):
+            if shutil.disk_usage(self.root).free - len(data) < self.min_free_bytes:
                 return OUT_OF_RESOURCES, False
             self._pending.setdefault(skey, set()).add(okey)  # claimed: a concurrent duplicate is ignored
             self._last_arrival[skey] = time.time()
@@ -127,47 +118,42 @@ class Spool:
                 self._pending[skey].discard(okey)
             return OUT_OF_RESOURCES, False
         with self._lock:
-            self._assocs.setdefault(assoc_id, _Assoc()).files.append((skey, okey))
+            self._assocs.setdefault(assoc_id, []).append((skey, okey))
             self._last_arrival[skey] = time.time()
         return SUCCESS, True
 
     def release(self, assoc_id: str) -> int:
         """The association was released: its instances join their series' collecting run. Returns how many."""
         with self._lock:
-            assoc = self._assocs.pop(assoc_id, None)
-            if assoc is None:
+            files = self._assocs.pop(assoc_id, None)
+            if files is None:
                 return 0
             folder = self.root / "assoc" / assoc_id
-            for skey, okey in assoc.files:
+            for skey, okey in files:
                 target = self.root / "collecting" / skey / f"{okey}.dcm"
                 target.parent.mkdir(exist_ok=True)
                 os.replace(folder / f"{skey}__{okey}.dcm", target)
                 self._last_arrival[skey] = time.time()
             shutil.rmtree(folder, ignore_errors=True)
-            return len(assoc.files)
+            return len(files)
 
     def abort(self, assoc_id: str) -> int:
         """The association was aborted (or its connection lost): its instances are deleted. Returns how many."""
         with self._lock:
-            assoc = self._assocs.pop(assoc_id, None)
+            files = self._assocs.pop(assoc_id, None)
             shutil.rmtree(self.root / "assoc" / assoc_id, ignore_errors=True)
-            if assoc is None:
-                return 0
-            for skey, okey in assoc.files:
+            for skey, okey in files or []:
                 self._pending.get(skey, set()).discard(okey)
-            return len(assoc.files)
+            return len(files or [])
 
     # ------------------------------------------------------------------ scheduler
-    def _open_series(self) -> set[str]:
-        return {skey for a in self._assocs.values() for skey, _ in a.files}
-
     def take_due(self, idle_seconds: float, now: float | None = None) -> list[Path]:
         """Runs now complete (no open association holds their series, nothing arrived for ``idle_seconds``):
         moved from ``collecting/`` to ``ready/``, their SOP keys recorded as answered."""
         now = time.time() if now is None else now
         due = []
         with self._lock:
-            busy = self._open_series()
+            busy = {skey for files in self._assocs.values() for skey, _ in files}
             for folder in sorted((self.root / "collecting").iterdir()):
                 skey = folder.name
                 if skey in busy or now - self._last_arrival.get(skey, 0.0) < idle_seconds:
