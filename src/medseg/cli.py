@@ -74,15 +74,21 @@ def _main(
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _table(title: str, columns: tuple[str, ...], rows, right: tuple[str, ...] = (), overflow: str = "ellipsis"
+           ) -> Table:
+    """A rich table: ``columns`` left-aligned except those in ``right``, one row per item of ``rows``."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", overflow=overflow)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _metrics_table(summary: dict, title: str) -> Table:
     from medseg.evaluation.tables import metrics_rows
 
-    table = Table(title=title)
-    for col in ("metric", "value", "95% CI"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for row in metrics_rows(summary, labels=False):
-        table.add_row(*row)
-    return table
+    return _table(title, ("metric", "value", "95% CI"), metrics_rows(summary, labels=False), right=("value", "95% CI"))
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -561,7 +567,9 @@ def predict(
     try:
         if ctx.enabled and (fmt != "png" or is_dicom_input(input)):
             raise MedsegError("torchrun shards folders of images; predict DICOM input in one process")
-        device = f"cuda:{ctx.local_rank}" if ctx.enabled and _cuda() else None
+        import torch
+
+        device = f"cuda:{ctx.local_rank}" if ctx.enabled and torch.cuda.is_available() else None
         predictor = Predictor.load(run, overrides=overrides, device=device)
         if fmt != "png" or is_dicom_input(input):  # DICOM goes series by series
             result = predict_dicom(predictor, input, out, fmt=fmt)
@@ -591,12 +599,6 @@ def predict(
         console.print(f"skipped: {message}", markup=False)
     if result.failed and not (result.written or skipped):
         raise typer.Exit(1)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ----------------------------------------------------------------------------- export / post-process
@@ -668,12 +670,9 @@ def tune_postprocess(
     from medseg.inference.postprocess_tuning import tune_postprocess as run_tuning
 
     result = run_tuning(run, source, split=split, store=not dry_run)
-    table = Table(title=f"post-processing on {split} ({result['n_images']} images)")
-    for col in ("step", "setting", "Dice", "kept"):
-        table.add_column(col)
-    for t in result["trials"]:
-        table.add_row(t["step"], t["setting"], f"{t['dice']:.4f}", "yes" if t["kept"] else "no")
-    console.print(table)
+    rows = [(t["step"], t["setting"], f"{t['dice']:.4f}", "yes" if t["kept"] else "no") for t in result["trials"]]
+    console.print(_table(f"post-processing on {split} ({result['n_images']} images)",
+                         ("step", "setting", "Dice", "kept"), rows))
     stored = "" if dry_run else f" (stored in {result['stored_in']})"
     console.print(f"Dice {result['dice_before']:.4f} -> {result['dice_after']:.4f}: {result['setting_after']}{stored}",
                   markup=False)
@@ -734,13 +733,8 @@ def presets() -> None:
     """
     from medseg.config import describe_presets
 
-    table = Table(title="presets (use with --preset NAME)")
-    table.add_column("name")
-    table.add_column("description")
-    for name, desc in describe_presets().items():
-        table.add_row(name, desc)
     narrow = _narrow_console()
-    narrow.print(table)
+    narrow.print(_table("presets (use with --preset NAME)", ("name", "description"), describe_presets().items()))
     narrow.print("On a CPU choose `default` (add --time-budget MINUTES); `demo` is the 4-minute synthetic "
                  "demo. The tutorial presets assume ImageNet-pretrained encoders and a GPU; from scratch on "
                  "a CPU `default` beats each of them (BENCHMARKS.md).", markup=False)
@@ -748,12 +742,8 @@ def presets() -> None:
     from medseg.losses import LOSSES
 
     for registry, key in ((LOSSES, "loss.name"), (AUGMENTATIONS, "train.augment")):
-        names = Table(title=f"{registry.kind}s (--set {key}=NAME)")
-        names.add_column("name")
-        names.add_column("description")
-        for name, desc in registry.describe().items():
-            names.add_row(name, desc)
-        narrow.print(names)
+        narrow.print(_table(f"{registry.kind}s (--set {key}=NAME)", ("name", "description"),
+                            registry.describe().items()))
 
 
 def _narrow_console() -> Console:
@@ -807,16 +797,12 @@ def models(
     names = [arch] if arch is not None else list(ARCHS)
     rows = [r for name in progress_bar(names, desc="building models", unit="arch", leave=False, enabled=len(names) > 1)
             for r in architecture_rows(size, classes, name, encoder)]
-    table = Table(title=f"architectures (model.arch) at {size}x{size}, {classes} class(es); GFLOPs count a "
-                  "multiply-add as 2")
-    for col in ("arch", "encoder", "params (M)", "GFLOPs", "description; options (model.*)"):
-        table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs") else "left",
-                         overflow="fold")
-    for r in rows:
-        options = f"; options: {r['options']}" if r["options"] else ""
-        table.add_row(r["arch"], r["encoder"], str(r.get("parameters_m", "-")), str(r.get("gflops", "-")),
-                      r.get("error", r["help"]) + options)
-    _narrow_console().print(table)
+    _narrow_console().print(_table(
+        f"architectures (model.arch) at {size}x{size}, {classes} class(es); GFLOPs count a multiply-add as 2",
+        ("arch", "encoder", "params (M)", "GFLOPs", "description; options (model.*)"),
+        [(r["arch"], r["encoder"], str(r.get("parameters_m", "-")), str(r.get("gflops", "-")),
+          r.get("error", r["help"]) + (f"; options: {r['options']}" if r["options"] else "")) for r in rows],
+        right=("params (M)", "GFLOPs"), overflow="fold"))
 
 
 # ------------------------------------------------------------------------------------------- serving
