@@ -34,7 +34,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'medseg' has no attribute {name!r}")
 
 
-
 def load(path: "str | Path", *, precision: str = "auto", device: "str | None" = None, channels_last: str = "auto",
          threads: "int | None" = None, overrides: "list[str] | dict | None" = None) -> "Predictor":
     """Load a trained model as a :class:`~medseg.inference.predictor.Predictor`.

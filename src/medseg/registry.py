@@ -30,10 +30,8 @@ class Registry:
         try:
             return self._items[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; valid names: "
-                f"{', '.join(self.names())}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; valid names: "
+                              f"{', '.join(self.names())}") from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)

@@ -27,7 +27,6 @@ def load_letterboxed(pair: Pair, size: int, window: str | None = None,
     return image, mask
 
 
-
 def decode_all(pairs: list, load, desc: str, progress: bool) -> list:
     """``[load(p) for p in pairs]`` decoded by 4 threads, in order, with a progress bar (the in-memory caches)."""
     with ThreadPoolExecutor(max_workers=4) as pool:

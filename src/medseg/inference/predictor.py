@@ -341,7 +341,6 @@ class Predictor:
         write_png(target, mask, palette=colours)
 
 
-
 def stream_predictions(predictor, items: Iterable[T], *, read: Callable[[T], np.ndarray] = read_image,
                        uncertainty: bool = False, batch_size: int | None = None) -> Iterator[Prediction[T]]:
     """One :class:`Prediction` per item, in order: ``read(item)`` runs one batch ahead in a thread.

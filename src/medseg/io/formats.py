@@ -158,16 +158,13 @@ def read_image(path: str | Path, *, frame: int | None = None, window: str | None
     return image_format(path).read_image(Path(path), frame, window)
 
 
-def _read_mask_image_labels(path: Path) -> np.ndarray:
-    return np.asarray(images.open_image(path))  # palette PNGs give their indices
-
-
 def _register_builtin() -> None:
     register(FileFormat(
         "image", tuple(sorted(images.IMAGE_SUFFIXES)), "image",
         read_image=lambda path, frame, window: images.read_rgb(path),
         image_size=lambda path: images.open_image(path).size,
-        read_labels=_read_mask_image_labels, read_mask=images.load_mask))
+        read_labels=lambda path: np.asarray(images.open_image(path)),  # palette PNGs give their indices
+        read_mask=images.load_mask))
     register(FileFormat(
         "dicom", tuple(sorted(dicom.DICOM_SUFFIXES)), "DICOM image",
         read_image=lambda path, frame, window: dicom.read_dicom(path, frame=frame, window=window),

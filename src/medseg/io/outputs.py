@@ -10,7 +10,7 @@ one folder.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from medseg.errors import MedsegError
@@ -30,12 +30,8 @@ class BatchResult:
 
     def merge(self, other: BatchResult) -> BatchResult:
         """This result with ``other``'s lists appended (the shares of several processes)."""
-        self.written += other.written
-        self.failed += other.failed
-        self.skipped += other.skipped
-        self.notes += other.notes
-        self.qc += other.qc
-        self.n_frames += other.n_frames
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
 
