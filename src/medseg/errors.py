@@ -34,6 +34,12 @@ class ExportError(MedsegError):
     """An export that cannot be made or that fails its accuracy checks."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type name when it has none), at most 200 characters."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
 def did_you_mean(name: object, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)

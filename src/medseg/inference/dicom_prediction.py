@@ -22,11 +22,10 @@ import numpy as np
 
 from medseg.errors import DataError, MedsegError
 from medseg.inference.predictor import stream_predictions
-from medseg.io.dicom import DicomFrame, check_image, decode, is_dicom, read_dataset
+from medseg.io.dicom import DicomFrame, check_image, decode, frame_rgb, is_dicom, read_dataset
 from medseg.io.dicom_series import Series, has_dicom, scan_dicom
 from medseg.io.images import write_png
 from medseg.io.outputs import BatchResult
-from medseg.io.windowing import colour_to_uint8, grey_to_uint8
 from medseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -45,14 +44,6 @@ def segment_names(config) -> list[str]:
     from medseg.config import label_names
 
     return label_names(config)[1:]
-
-
-def _frame_rgb(ds, stored: np.ndarray, frame: DicomFrame, window) -> np.ndarray:
-    if stored.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        rgb = colour_to_uint8(ds, stored)
-        return rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
-    grey, _ = grey_to_uint8(ds, stored, window, frame.index)
-    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def predict_series_labels(predictor, series: Series, *, progress=None,
@@ -75,7 +66,7 @@ def predict_series_labels(predictor, series: Series, *, progress=None,
             cached[1:] = ds, decode(ds, frame.path)
         if cached[2] is None:
             raise DataError(f"{frame.path} could not be decoded")  # reported with the file's first frame
-        return _frame_rgb(cached[1], cached[2][frame.index], frame, window)
+        return frame_rgb(cached[1], cached[2][frame.index], frame.index, window)
 
     out: list[np.ndarray] = []
     kept: list[DicomFrame] = []

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medseg.errors import DataError
+from medseg.errors import DataError, first_line
 from medseg.io.dicom_codecs import decode_unsupported, missing_decoder_message
 from medseg.io.windowing import colour_to_uint8, frame_item, grey_to_uint8, modality_values
 
@@ -76,11 +76,6 @@ def is_dicom(path: str | Path) -> bool:
     return suffix not in _NOT_DICOM and path.is_file() and has_dicom_preamble(path)
 
 
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:200]
-
-
 def read_dataset(path: str | Path, *, pixels: bool = True) -> pydicom.Dataset:
     """Parse a DICOM file; DataError naming the file. ``pixels=False`` leaves large values unread."""
     path = Path(path)
@@ -94,7 +89,7 @@ def read_dataset(path: str | Path, *, pixels: bool = True) -> pydicom.Dataset:
     except InvalidDicomError:
         raise DataError(f"{path} is not a DICOM file (no DICOM header could be read)") from None
     except Exception as err:  # pydicom raises many types on damaged files
-        raise DataError(f"DICOM file {path} could not be parsed ({type(err).__name__}: {_reason(err)}); "
+        raise DataError(f"DICOM file {path} could not be parsed ({type(err).__name__}: {first_line(err)}); "
                         "the file may be truncated or corrupt") from None
     if _LOG.seen.eof:
         raise DataError(f"DICOM file {path} is truncated (the file ends inside its data)")
@@ -145,13 +140,13 @@ def decode(ds: pydicom.Dataset, path: Path, index: int | None = None) -> np.ndar
         try:
             frames = decode_unsupported(ds)
         except Exception as inner:
-            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {_reason(inner)}); the pixel "
+            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {first_line(inner)}); the pixel "
                             "data may be truncated or corrupt") from None
         if frames is None:
             missing = missing_decoder_message(ds, path)
             if missing is not None:
                 raise DataError(missing) from None
-            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {_reason(err)}); the pixel data "
+            raise DataError(f"DICOM file {path} could not be decoded ({ts_name}: {first_line(err)}); the pixel data "
                             "may be truncated or corrupt") from None
         arr = frames if index is None else frames[index]
     if index is None and arr.ndim == (2 if int(ds.get("SamplesPerPixel", 1)) == 1 else 3):
@@ -256,18 +251,23 @@ def _frame_index(ds: pydicom.Dataset, path: Path, frame: int | None) -> int:
     return frame - 1
 
 
+def frame_rgb(ds: pydicom.Dataset, stored: np.ndarray, index: int, window=None) -> np.ndarray:
+    """Decoded frame ``index`` (0-based; stored values HxW, or HxWx3) as HxWx3 uint8 RGB: colour and palette
+    images converted, grey ones windowed by ``window`` (:mod:`medseg.io.windowing`)."""
+    if stored.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        rgb = colour_to_uint8(ds, stored)
+        return rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
+    grey, _ = grey_to_uint8(ds, stored, window, index)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def read_dicom(path: str | Path, *, frame: int | None = None, window=None) -> np.ndarray:
     """One frame (1-based; default the first) as HxWx3 uint8 RGB, grey frames windowed by ``window``."""
     path = Path(path)
     ds = read_dataset(path)
     check_image(ds, path)
     index = _frame_index(ds, path, frame)
-    pixels = decode(ds, path, index)
-    if int(ds.get("SamplesPerPixel", 1)) == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        rgb = colour_to_uint8(ds, pixels)
-        return rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
-    grey, _ = grey_to_uint8(ds, pixels, window, index)
-    return np.repeat(grey[:, :, None], 3, axis=2)
+    return frame_rgb(ds, decode(ds, path, index), index, window)
 
 
 def read_dicom_values(path: str | Path, *, frame: int | None = None) -> np.ndarray:

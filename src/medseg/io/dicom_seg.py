@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import DataError
+from medseg.errors import DataError, first_line
 from medseg.io.dicom_repair import add_type2, repair_header
 from medseg.io.files import atomic_path
 
@@ -91,8 +91,7 @@ def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, segmen
                 content_description=series_description[:64], series_description=series_description[:64],
                 omit_empty_frames=bool(labels.any()))
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise DataError(f"a DICOM SEG could not be made ({reason})") from None
+        raise DataError(f"a DICOM SEG could not be made ({first_line(err)})") from None
     _fix_2d_source(seg, first)
     add_type2(seg)  # already in the sources: nothing new to note
     if notes:

@@ -42,7 +42,7 @@ from struct import error as struct_error
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medseg.errors import DataError
+from medseg.errors import DataError, first_line
 from medseg.io.files import atomic_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif"})
@@ -117,13 +117,8 @@ def _open(path: str | Path, what: str) -> Image.Image:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct_error, Image.DecompressionBombError,
             MemoryError) as err:
-        raise DataError(f"{what} {path} could not be decoded ({_short(err)}); the file may be truncated or "
+        raise DataError(f"{what} {path} could not be decoded ({first_line(err)}); the file may be truncated or "
                         "corrupt") from None
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:200]
 
 
 def open_image(path: str | Path) -> Image.Image:

@@ -57,19 +57,8 @@ def decode_upload(data: bytes, kind: str, workdir: Path, *, window=None) -> Uplo
         path.unlink(missing_ok=True)
 
 
-def frame_rgb(ds, stored: np.ndarray, index: int, window) -> np.ndarray:
-    """One stored frame as RGB uint8: colour and palette images converted, grey ones windowed."""
-    from medseg.io.windowing import colour_to_uint8, grey_to_uint8
-
-    if stored.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        rgb = colour_to_uint8(ds, stored)
-        return rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
-    grey, _ = grey_to_uint8(ds, stored, window, index)
-    return np.repeat(grey[..., None], 3, axis=2)
-
-
 def _decode_dicom(path: Path, window) -> Upload:
-    from medseg.io.dicom import check_image, decode, read_dataset
+    from medseg.io.dicom import check_image, decode, frame_rgb, read_dataset
 
     ds = read_dataset(path)
     check_image(ds, path)
