@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
+from medseg.engine.runtime import usable_cores
 from medseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,6 @@ class DistContext:
     def device(self) -> torch.device | None:
         """This rank's GPU under NCCL; None lets the runtime choose (CPU for gloo)."""
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else None
-
-    def _tensor_device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
     # ---------------------------------------------------------------- collectives (every rank calls them)
     def barrier(self) -> None:
@@ -102,7 +100,7 @@ class DistContext:
         if not self.enabled:
             return self.stop_requested, list(main_values)
         mine = [float(self.stop_requested)] + [v if self.is_main else 0.0 for v in main_values]
-        t = torch.tensor(mine, dtype=torch.float64, device=self._tensor_device())
+        t = torch.tensor(mine, dtype=torch.float64, device=self.device or torch.device("cpu"))
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         stop = bool(t[0].item() > 0)
         self.stop_requested = self.stop_requested or stop
@@ -173,11 +171,7 @@ def shutdown(ctx: DistContext) -> None:
 
 def cpu_threads_per_process(ctx: DistContext) -> int:
     """This node's cores shared among its processes (each at least one thread)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(ctx.local_world, 1))
+    return max(1, usable_cores() // max(ctx.local_world, 1))
 
 
 # -------------------------------------------------------------------------------------- batch sizes
@@ -288,7 +282,6 @@ def launch(nproc: int, medseg_args: list[str]) -> int:
     would report the stop as a failure): they save their resume state and exit 0, and so does the launch.
     """
     import subprocess
-    import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "medseg", *medseg_args]

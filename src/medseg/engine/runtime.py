@@ -83,11 +83,14 @@ def resolve_runtime(precision: str = "auto", channels_last: str = "auto", device
     return Runtime(dev, dtype, cl)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads, default all cores this process may use."""
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:
-            threads = os.cpu_count() or 1
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, threads or usable_cores()))

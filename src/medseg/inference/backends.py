@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from medseg._version import __version__
 from medseg.config import Config, validate
-from medseg.engine.runtime import Runtime
+from medseg.engine.runtime import Runtime, usable_cores
 from medseg.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -106,13 +105,6 @@ class TorchBackend:
         return f"PyTorch {self.runtime.describe()}"
 
 
-def cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 class OnnxBackend:
     """An exported medseg ONNX graph in ONNX Runtime; its metadata carries the config."""
 
@@ -126,7 +118,7 @@ class OnnxBackend:
             raise CheckpointError(f"ONNX file {self.path} does not exist")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or cpu_threads()
+        options.intra_op_num_threads = threads or usable_cores()
         options.log_severity_level = 3
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medseg.engine.runtime import usable_cores
 from medseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,7 @@ def probe_machine(networks, *, device: str = "auto", sides=None, seconds: float 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
     model, flags = cpu_info()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     native = cpu_has_native_bf16()
     cuda_name = cuda_gb = None
     if device == "cuda":
