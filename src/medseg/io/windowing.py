@@ -29,12 +29,8 @@ import numpy as np
 
 from medseg.errors import ConfigError
 
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "soft_tissue": (40.0, 400.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {"soft_tissue": (40.0, 400.0), "lung": (-600.0, 1500.0),
+                                                   "bone": (400.0, 1800.0), "brain": (40.0, 80.0)}
 AUTO_PERCENTILES = (0.5, 99.5)
 
 
@@ -166,10 +162,6 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def has_voi_lut(ds) -> bool:
-    return "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0
-
-
 def apply_voi_lut(ds, values: np.ndarray) -> np.ndarray:
     """The file's VOI LUT (first table) applied to modality values, scaled to uint8."""
     from pydicom.pixels import apply_voi_lut as _voi
@@ -208,7 +200,7 @@ def grey_to_uint8(ds, stored: np.ndarray, spec=None, index: int = 0) -> tuple[np
     values = modality_values(ds, stored, index)
     pad = padding(ds, stored)
     window = None
-    if (spec is None or parse_window(spec) is None) and has_voi_lut(ds):
+    if (spec is None or parse_window(spec) is None) and ds.get("VOILUTSequence"):
         out = apply_voi_lut(ds, values)
     else:
         window = resolve_window(ds, values if pad is None else values[~pad], spec, index)

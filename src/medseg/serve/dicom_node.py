@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.errors import MedsegError
+from medseg.io.dicom_series import series_tag
 from medseg.io.files import atomic_path
 from medseg.serve.forwarder import Destination, Forwarder, Outbox
-from medseg.serve.spool import CANNOT_UNDERSTAND, DATA_SET_MISMATCH, SUCCESS, Spool, series_key
+from medseg.serve.spool import CANNOT_UNDERSTAND, DATA_SET_MISMATCH, SUCCESS, Spool
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class DicomNode:
                         self.settings.spool, status)
         elif not stored:
             log.info("association %s: duplicate instance of series %s ignored", self._assoc_id(event),
-                     series_key(series_uid))
+                     series_tag(series_uid))
         return status
 
     def _on_released(self, event) -> None:

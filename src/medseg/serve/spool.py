@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from medseg.io.dicom_series import series_tag
+
 log = logging.getLogger(__name__)
 
 #: C-STORE status codes (PS3.4 Annex B.2.3, PS3.7 C.4.2.1.4)
@@ -35,11 +37,6 @@ SUCCESS, OUT_OF_RESOURCES, DATA_SET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700
 def uid_key(uid: str, n: int = 16) -> str:
     """A short hash of a UID, used as a file or folder name (reveals nothing about the patient)."""
     return hashlib.sha1(str(uid).encode()).hexdigest()[:n]
-
-
-def series_key(uid: str) -> str:
-    """The same hash as :func:`medseg.io.dicom_series.series_tag`, so logs and outputs agree."""
-    return uid_key(uid, 10)
 
 
 class Spool:
@@ -98,7 +95,7 @@ class Spool:
 
         Returns (C-STORE status, stored): a duplicate SOP Instance UID answers success and is not stored.
         """
-        skey, okey = series_key(series_uid), uid_key(sop_uid)
+        skey, okey = series_tag(series_uid), uid_key(sop_uid)  # the series as outputs and logs name it
         with self._lock:
             if okey in self._pending.get(skey, ()) or okey in self._answered.get(skey, ()):
                 return SUCCESS, False
