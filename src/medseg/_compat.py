@@ -24,10 +24,8 @@ log = logging.getLogger(__name__)
 TORCHVISION_SHIMMED = False
 _LIBRARY = None  # keeps the torch.library.Library fragment alive
 
-_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-)
+_SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+            "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
 def _is_missing_extension_error(err: BaseException) -> bool:

@@ -122,10 +122,8 @@ class DataConfig(Section):
 class ModelConfig(Section):
     arch: str = Field("unet", description="architecture name (medseg models lists them)")
     encoder: str = Field("resnet34", description="encoder name from segmentation-models-pytorch or tu-<timm>")
-    encoder_weights: str | None = Field(
-        "auto",
-        description="auto (imagenet when obtainable, else none), imagenet, a local file, or none",
-    )
+    encoder_weights: str | None = Field("auto", description="auto (imagenet when obtainable, else none), imagenet, "
+                                        "a local file, or none")
     in_channels: int = Field(3, ge=1)
     classes: int = Field(1, ge=1, description="1 = binary (sigmoid), K > 1 = K classes (softmax)")
     # architecture options: None / off = the architecture's default; `medseg models` says which arch uses what

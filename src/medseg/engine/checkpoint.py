@@ -127,11 +127,10 @@ def read_payload(file: Path, *, mmap: bool = False) -> Any:
     except Exception as err:  # noqa: BLE001
         found = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>|unrecognized function (\S+)", str(err))
         if isinstance(err, pickle.UnpicklingError) and found:
-            raise CheckpointError(
-                f"checkpoint {file} holds a pickled Python object ({next(g for g in found.groups() if g)}) and "
-                "is refused, since "
-                "loading it could run code; a medseg checkpoint holds only tensors and plain values "
-                "(convert a file you trust with medseg.engine.checkpoint.convert_trusted)") from None
+            name = next(g for g in found.groups() if g)
+            raise CheckpointError(f"checkpoint {file} holds a pickled Python object ({name}) and is refused, since "
+                                  "loading it could run code; a medseg checkpoint holds only tensors and plain values "
+                                  "(convert a file you trust with medseg.engine.checkpoint.convert_trusted)") from None
         detail = re.search(r"WeightsUnpickler error: (.+?)(\n\n|$)", str(err).strip(), re.S)
         raise CheckpointError(f"checkpoint {file} cannot be read ({type(err).__name__}: "
                               f"{detail.group(1).strip() if detail else err})") from None

@@ -80,12 +80,10 @@ def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], si
     with tempfile.TemporaryDirectory(prefix="medseg-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(out_path), Reader(calibration_batches(images, size)),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=QUANTIZED_OPS,
-            extra_options={"CalibStridedMinMax": 1},
-        )
+        quantize_static(str(prepared), str(out_path), Reader(calibration_batches(images, size)),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=QUANTIZED_OPS, extra_options={"CalibStridedMinMax": 1})
 
 
 def guard_int8(run: str | Path, data: DataSource | str | Path | None, float_pred: Predictor, int8_pred: Predictor,
@@ -93,11 +91,9 @@ def guard_int8(run: str | Path, data: DataSource | str | Path | None, float_pred
     """Validation Dice of the float and int8 graphs; ExportError when int8 loses more than ``max_drop``."""
     from medseg.evaluation import evaluate
 
-    scores = {}
     with tempfile.TemporaryDirectory(prefix="medseg-guard-") as tmp:
-        for name, pred in (("float", float_pred), ("int8", int8_pred)):
-            summary = evaluate(run, data, split="val", out=Path(tmp) / name, progress=False, predictor=pred)
-            scores[name] = summary
+        scores = {name: evaluate(run, data, split="val", out=Path(tmp) / name, progress=False, predictor=pred)
+                  for name, pred in (("float", float_pred), ("int8", int8_pred))}
     d_float, d_int8 = scores["float"]["dice"], scores["int8"]["dice"]
     result = {"dice_float": d_float, "dice_int8": d_int8, "dice_drop": d_float - d_int8, "max_drop": max_drop,
               "n_val_images": scores["int8"]["n_images"]}

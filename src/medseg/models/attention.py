@@ -52,9 +52,8 @@ class SkipAttention(nn.Module):
 
     def __init__(self, channels: Sequence[int], skips: Sequence[int]) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            CBAM(c) if i in set(skips) and c > 0 else nn.Identity() for i, c in enumerate(channels)
-        )
+        self.blocks = nn.ModuleList(CBAM(c) if i in set(skips) and c > 0 else nn.Identity()
+                                    for i, c in enumerate(channels))
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [block(f) for block, f in zip(self.blocks, features, strict=True)]

@@ -32,9 +32,8 @@ def main_logits(outputs: torch.Tensor | SegOutputs) -> torch.Tensor:
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     """Conv (no bias) + BatchNorm + ReLU, 'same' padding."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class EdgeHead(nn.Sequential):

@@ -35,11 +35,8 @@ def count_flops(model: nn.Module, size: int | tuple[int, int], in_channels: int 
 def model_summary(model: nn.Module, size: int | None = None, in_channels: int = 3) -> dict[str, Any]:
     """Parameters (total, trainable, in millions) and, when ``size`` is given, GFLOPs at that size."""
     n = sum(p.numel() for p in model.parameters())
-    out: dict[str, Any] = {
-        "parameters": n,
-        "parameters_m": round(n / 1e6, 2),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
+    out: dict[str, Any] = {"parameters": n, "parameters_m": round(n / 1e6, 2),
+                           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     if size is not None:
         out["gflops"] = round(count_flops(model, size, in_channels) / 1e9, 2)
     return out

@@ -40,9 +40,8 @@ class TransposedUnetDecoder(nn.Module):
         super().__init__()
         skips = list(encoder_channels[:-1])[::-1]  # 1/16 ... 1/1
         ins = [encoder_channels[-1], *decoder_channels[:-1]]
-        self.blocks = nn.ModuleList(
-            TransposedUpBlock(a, s, c) for a, s, c in zip(ins, skips, decoder_channels, strict=True)
-        )
+        self.blocks = nn.ModuleList(TransposedUpBlock(a, s, c)
+                                    for a, s, c in zip(ins, skips, decoder_channels, strict=True))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x, outs = features[-1], []

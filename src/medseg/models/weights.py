@@ -69,11 +69,9 @@ def fetch_imagenet_weights(encoder: str, *, allow_download: bool = True) -> Path
     except Exception:  # noqa: BLE001 - not cached; try the network below
         pass
     if not allow_download or not hub_reachable():
-        raise WeightsError(
-            f"ImageNet weights for encoder {encoder!r} are not cached and {HUB_HOST} cannot be reached; "
-            "save them on a connected machine and pass the file with "
-            "--set model.encoder_weights=PATH, or train from scratch with --set model.encoder_weights=none"
-        )
+        raise WeightsError(f"ImageNet weights for encoder {encoder!r} are not cached and {HUB_HOST} cannot be reached; "
+                           "save them on a connected machine and pass the file with --set model.encoder_weights=PATH, "
+                           "or train from scratch with --set model.encoder_weights=none")
     try:
         return Path(hf_hub_download(repo_id, filename=filename, revision=revision))
     except Exception as err:  # noqa: BLE001
@@ -116,16 +114,12 @@ def load_state_into_encoder(model: nn.Module, sd: dict, source: str) -> None:
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        raise WeightsError(
-            f"encoder weights from {source} do not fit encoder {type(target).__name__}: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
+        raise WeightsError(f"encoder weights from {source} do not fit encoder {type(target).__name__}: {len(missing)} "
+                           f"missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     bad = [k for k in own if tuple(own[k].shape) != tuple(sd[k].shape)]
     if bad:
-        raise WeightsError(
-            f"encoder weights from {source} have wrong shapes for {len(bad)} tensors (e.g. {bad[0]}: "
-            f"{tuple(sd[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})"
-        )
+        raise WeightsError(f"encoder weights from {source} have wrong shapes for {len(bad)} tensors (e.g. {bad[0]}: "
+                           f"{tuple(sd[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})")
     target.load_state_dict(sd)
 
 
@@ -148,10 +142,8 @@ def load_encoder_weights(model: nn.Module, cfg: ModelConfig) -> str | None:
             log.warning("training from scratch: %s", err)
             return None
         if cfg.in_channels != 3:
-            raise WeightsError(
-                f"ImageNet weights expect 3 input channels, the model has {cfg.in_channels}; "
-                "use in_channels=3 (grey images are replicated) or encoder_weights=none"
-            )
+            raise WeightsError(f"ImageNet weights expect 3 input channels, the model has {cfg.in_channels}; use "
+                               "in_channels=3 (grey images are replicated) or encoder_weights=none")
         load_state_into_encoder(model, read_state_dict(path), f"the hub ({path.name})")
         return "imagenet"
     path = Path(choice).expanduser()
