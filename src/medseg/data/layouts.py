@@ -138,11 +138,6 @@ def _roi_folder(root: Path | None, masks_dir: Path) -> Path | None:
     return None
 
 
-def _attach_rois(pairs: list[Pair], folder: Path) -> list[Pair]:
-    rois = _roi_for([p.image for p in pairs], _image_files(folder))
-    return [replace(p, roi=rois.get(p.image.stem, p.roi)) for p in pairs]
-
-
 def _split_flat(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """Images and masks mixed in one folder: masks are the files named <other file's stem><suffix>,
     or <other file's stem><suffix>_<n> (several masks of one image, BUSI)."""
@@ -372,7 +367,8 @@ def find_pairs(root: str | Path | None = None, *, images: str | Path | None = No
             pairs, problems, rule = _match_folders(*folders)
             roi_dir = _roi_folder(folders[1].parent, folders[1])
             if roi_dir is not None and pairs:
-                pairs = _attach_rois(pairs, roi_dir)
+                rois = _roi_for([p.image for p in pairs], _image_files(roi_dir))
+                pairs = [replace(p, roi=rois.get(p.image.stem, p.roi)) for p in pairs]
                 rule += f", regions of interest in {roi_dir.name}/"
             same = folders[0].resolve() == folders[1].resolve()
             where = f"one folder {folders[0].name}/" if same else f"{folders[0].name}/ + {folders[1].name}/"

@@ -61,11 +61,6 @@ class _Batches:
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def calibration_batches(images: list[np.ndarray], size: int, batch_size: int = 4) -> list[np.ndarray]:
-    boxed = [letterbox(img, size)[0] for img in images]
-    return [np.stack(boxed[i : i + batch_size]) for i in range(0, len(boxed), batch_size)]
-
-
 def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], size: int) -> None:
     """Write an int8 (QDQ) version of ``float_path`` calibrated on ``images`` (RGB uint8, any size)."""
     if not images:
@@ -80,7 +75,9 @@ def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], si
     with tempfile.TemporaryDirectory(prefix="medseg-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(out_path), Reader(calibration_batches(images, size)),
+        boxed = [letterbox(img, size)[0] for img in images]
+        batches = [np.stack(boxed[i : i + 4]) for i in range(0, len(boxed), 4)]  # letterboxed, 4 per batch
+        quantize_static(str(prepared), str(out_path), Reader(batches),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True, calibrate_method=CalibrationMethod.MinMax,
                         op_types_to_quantize=QUANTIZED_OPS, extra_options={"CalibStridedMinMax": 1})

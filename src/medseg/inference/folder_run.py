@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -24,7 +24,7 @@ from PIL import Image
 from medseg.engine.distributed import DistContext, shard
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor, list_images, output_paths, output_plan
-from medseg.io.files import remove_stale_temps, write_text_atomic
+from medseg.io.files import file_sha256, remove_stale_temps, write_text_atomic
 from medseg.io.outputs import BatchResult, check_outputs
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ MANIFEST = "medseg_predict.json"
 
 def fingerprint(predictor: Predictor, *, overlay: bool, uncertainty: bool) -> dict:
     """What decides the output bytes: the model file's SHA-256 and the inference settings."""
-    digest = hashlib.sha256()
-    with open(predictor.source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"model_sha256": digest.hexdigest(), "infer": predictor.config.infer.model_dump(mode="json"),
+    return {"model_sha256": file_sha256(predictor.source), "infer": predictor.config.infer.model_dump(mode="json"),
             "image_size": predictor.config.data.image_size, "overlay": overlay, "uncertainty": uncertainty}
 
 
@@ -125,13 +121,8 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
     for part in ctx.gather(result):
         merged.merge(part)
     if ctx.is_main and created and not merged.written and not merged.skipped:
-        _remove_empty_output(out)  # nothing was written: leave no folder behind that holds only the stamp
+        # nothing was written: leave no folder behind that holds only the stamp
+        (out / MANIFEST).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty (another writer, a qc.csv to come): keep it
+            out.rmdir()
     return merged
-
-
-def _remove_empty_output(out: Path) -> None:
-    (out / MANIFEST).unlink(missing_ok=True)
-    try:
-        out.rmdir()
-    except OSError:  # not empty (another writer, a qc.csv to come): keep it
-        pass

@@ -46,9 +46,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return mask
     n, labels, areas = _components(mask, 8)
-    if n <= 2:
-        return mask
-    return labels == 1 + int(np.argmax(areas[1:]))
+    return mask if n <= 2 else labels == 1 + int(np.argmax(areas[1:]))
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -100,16 +100,12 @@ def read_state_dict(path: Path) -> dict:
     return sd
 
 
-def _encoder_keys(sd: dict) -> dict:
-    if any(k.startswith("encoder.") for k in sd):
-        sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-    return {k: v for k, v in sd.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-
-
 def load_state_into_encoder(model: nn.Module, sd: dict, source: str) -> None:
     encoder = model.encoder
     target = encoder.model if hasattr(encoder, "model") and hasattr(encoder.model, "feature_info") else encoder
-    sd = _encoder_keys(sd)
+    if any(k.startswith("encoder.") for k in sd):  # a whole model's state dict: keep the encoder's keys
+        sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    sd = {k: v for k, v in sd.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     own = target.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

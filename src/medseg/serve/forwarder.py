@@ -48,10 +48,6 @@ class Destination:
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
-    @property
-    def folder_name(self) -> str:
-        return re.sub(r"[^A-Za-z0-9@._-]", "_", f"{self.ae_title}@{self.host}_{self.port}")
-
 
 def send_files(dest: Destination, files: list[Path], *, calling_ae: str, timeout: float = 30.0) -> None:
     """C-STORE every file to ``dest`` in one association; OSError with the reason on any failure."""
@@ -144,7 +140,8 @@ class Outbox:
         return tried
 
     def _dead_letter(self, entry: Path, files: list[Path], dest: Destination, reason: str) -> None:
-        target = self.dead_letter / dest.folder_name / entry.name
+        folder = re.sub(r"[^A-Za-z0-9@._-]", "_", f"{dest.ae_title}@{dest.host}_{dest.port}")
+        target = self.dead_letter / folder / entry.name
         target.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copy2(f, target / f.name)

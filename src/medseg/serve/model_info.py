@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,16 +11,9 @@ from medseg._version import __version__
 from medseg.config import label_names
 from medseg.inference.overlay import class_colours
 from medseg.inference.sliding import input_geometry
+from medseg.io.files import file_sha256
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _training_metrics(model_path: Path, predictor) -> dict[str, Any]:

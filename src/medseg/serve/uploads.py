@@ -32,10 +32,6 @@ class Upload:
         return self.frames[0].shape[0], self.frames[0].shape[1]
 
 
-def _clean(message: str, path: Path) -> str:
-    return message.replace(str(path), "the upload").replace(path.name, "the upload")
-
-
 def decode_upload(data: bytes, kind: str, workdir: Path, *, window=None) -> Upload:
     """Decode ``data`` (already sniffed as ``kind``) in ``workdir``; UploadError 422 when it cannot be read."""
     path = Path(workdir) / f"upload{SUFFIX[kind]}"
@@ -49,7 +45,7 @@ def decode_upload(data: bytes, kind: str, workdir: Path, *, window=None) -> Uplo
     except UploadError:
         raise
     except MedsegError as err:
-        raise UploadError(422, _clean(str(err), path)) from None
+        raise UploadError(422, str(err).replace(str(path), "the upload").replace(path.name, "the upload")) from None
     except Exception as err:  # noqa: BLE001 - any decoder failure on client bytes is a bad upload
         raise UploadError(422, f"the {kind.upper()} upload could not be decoded ({type(err).__name__}); it may "
                                "be truncated or corrupt") from None
