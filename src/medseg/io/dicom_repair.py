@@ -45,13 +45,9 @@ ENUMERATED = {"PatientSex": {"M", "F", "O"}, "PatientSexNeutered": {"ALTERED", "
               "PatientIdentityRemoved": {"YES", "NO"}, "QualityControlSubject": {"YES", "NO"}}
 _TEXT = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
-_CHARSETS = frozenset({"ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144",
-                       "ISO_IR 127", "ISO_IR 126", "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 13",
-                       "ISO_IR 166", "ISO_IR 192", "GB18030", "GBK", "ISO 2022 IR 6", "ISO 2022 IR 100",
-                       "ISO 2022 IR 101", "ISO 2022 IR 109", "ISO 2022 IR 110", "ISO 2022 IR 144",
-                       "ISO 2022 IR 127", "ISO 2022 IR 126", "ISO 2022 IR 138", "ISO 2022 IR 148",
-                       "ISO 2022 IR 203", "ISO 2022 IR 13", "ISO 2022 IR 166", "ISO 2022 IR 87",
-                       "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58", ""})
+_ISO_IR = (6, 100, 101, 109, 110, 144, 127, 126, 138, 148, 203, 13, 166)  # PS3.3 C.12.1.1.2 defined terms
+_CHARSETS = frozenset({f"ISO_IR {n}" for n in (*_ISO_IR, 192)} | {"GB18030", "GBK", ""}
+                      | {f"ISO 2022 IR {n}" for n in (*_ISO_IR, 87, 159, 149, 58)})
 
 
 # ------------------------------------------------------------------------------------- dates, times
@@ -184,9 +180,7 @@ def repair_header(ds: Dataset, *, keep: Iterable[str] = ()) -> list[str]:
             continue
         elem = ds[tag]
         keyword = elem.keyword
-        if elem.VR == "SQ" or not keyword or keyword in skip:
-            continue
-        if elem.VR not in _TEXT or elem.value is None:
+        if not keyword or keyword in skip or elem.VR not in _TEXT or elem.value is None:  # sequences: not text
             continue
         multi = isinstance(elem.value, (list, MultiValue))
         values = list(elem.value) if multi else [elem.value]
