@@ -353,9 +353,7 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 def preset_dict(name: str) -> dict[str, Any]:
     names = preset_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(names)}")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, names)}; valid presets: {', '.join(names)}")
     return _read_yaml((_preset_dir() / f"{name}.yaml").read_text(), f"preset {name}")
 
 
@@ -446,12 +444,8 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def build_config(
-    preset: str | None = None,
-    file: str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-    base: dict[str, Any] | None = None,
-) -> Config:
+def build_config(preset: str | None = None, file: str | Path | None = None,
+                 overrides: list[str] | dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Config:
     """Resolve defaults <- ``base`` <- preset <- YAML file <- overrides into a validated :class:`Config`."""
     data: dict[str, Any] = dict(base or {})
     if preset:

@@ -15,8 +15,6 @@ Layout written by :func:`make_synthetic_dataset`::
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import cv2
@@ -31,9 +29,7 @@ MIN_SIZE = 32
 # RGB anchors in 0..1. Skin from light to tanned; lesions from light brown to dark brown.
 _SKIN_LIGHT = np.array([0.93, 0.78, 0.70], np.float32)
 _SKIN_TAN = np.array([0.78, 0.56, 0.42], np.float32)
-_LESION_BROWNS = np.array(
-    [[0.70, 0.50, 0.36], [0.52, 0.33, 0.22], [0.32, 0.20, 0.14]], np.float32
-)  # light, mid, dark
+_LESION_BROWNS = np.array([[0.70, 0.50, 0.36], [0.52, 0.33, 0.22], [0.32, 0.20, 0.14]], np.float32)  # light .. dark
 _BLUE_GREY = np.array([0.34, 0.37, 0.45], np.float32)
 
 
@@ -186,15 +182,8 @@ def _encode(ext: str, array: np.ndarray, params: list[int]) -> bytes:
     return buf.tobytes()
 
 
-def make_synthetic_dataset(
-    out: Path | str,
-    *,
-    n_train: int = 160,
-    n_val: int = 40,
-    n_test: int = 40,
-    size: int = 192,
-    seed: int = 0,
-) -> Path:
+def make_synthetic_dataset(out: Path | str, *, n_train: int = 160, n_val: int = 40, n_test: int = 40, size: int = 192,
+                           seed: int = 0) -> Path:
     """Write a synthetic dermoscopy dataset in the ISIC layout under ``out`` and return ``out``.
 
     Image ``i`` depends only on ``(seed, i)``, so the same seed gives the same files, and a larger
@@ -217,9 +206,5 @@ def make_synthetic_dataset(
         png = _encode(".png", mask * np.uint8(255), [cv2.IMWRITE_PNG_COMPRESSION, 3])
         write_bytes_atomic(out / "masks" / f"{image_id}_segmentation.png", png)
         rows.append((image_id, split))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image_id", "split"])
-    writer.writerows(rows)
-    write_bytes_atomic(out / "split.csv", buf.getvalue().encode())
+    write_bytes_atomic(out / "split.csv", "".join(f"{i},{s}\n" for i, s in [("image_id", "split"), *rows]).encode())
     return out
