@@ -31,13 +31,17 @@ def pair_image_size(pair: Pair) -> tuple[int, int]:
     return w, h
 
 
+def spread(items: list, n: int) -> list:
+    """Up to ``n`` items spread evenly over ``items`` (deterministic; all of them when there are few)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
 def typical_long_side(pairs, limit: int = 200) -> int | None:
     """Median long side (px) of up to ``limit`` images of ``pairs`` (evenly spread); None if none opens."""
-    pairs = list(pairs)
-    if len(pairs) > limit:
-        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, limit).round().astype(int)]
     sides = []
-    for pair in pairs:
+    for pair in spread(list(pairs), limit):
         try:
             sides.append(max(pair_image_size(pair)))
         except MedsegError:

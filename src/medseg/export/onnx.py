@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.config import Config, build_config
+from medseg.config import Config
 from medseg.data.source import DataSource
 from medseg.errors import ExportError
 from medseg.inference.backends import (
@@ -66,9 +66,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
+        return asdict(self) | {"path": str(self.path)}
 
 
 def compare(reference: Predictor, candidate: Predictor, images: list[np.ndarray]) -> Parity:
@@ -183,8 +181,7 @@ def export_onnx(run: str | Path, out: str | Path, *, tta: bool = False, int8: bo
     # the reference: PyTorch eager fp32 doing in Python what the graph does (flip TTA at scale 1, or none)
     ref_over = ["infer.tta=true", "infer.tta_scales=[1.0]", f"infer.tta_flips={json.dumps(flips)}"] if tta \
         else ["infer.tta=false"]
-    reference = Predictor(base.backend, build_config(base=base.config.model_dump(mode="json"), overrides=ref_over),
-                          source=base.source)
+    reference = base.with_overrides(ref_over)
     export_cfg = base.config.model_copy(deep=True)
     export_cfg.infer.tta = False  # the graph is one pass; baked flips are listed in its metadata
     mean, std = export_cfg.data.mean_std
@@ -235,20 +232,13 @@ def _data_images(run, config: Config, source: DataSource, int8: bool, calibratio
             raise ExportError("--int8 needs the training data (--data DIR): int8 is calibrated on training "
                               "images and checked on validation Dice")
         return {}
-    from medseg.data.readers import read_pair_image
+    from medseg.data.readers import read_pair_image, spread
     from medseg.export.quantize import split_pairs
 
     pairs = split_pairs(run, source)
     window = config.data.window
-    out = {"check": [read_pair_image(p, window) for p in _spread(pairs["val"], n_check)]}
+    out = {"check": [read_pair_image(p, window) for p in spread(pairs["val"], n_check)]}
     if int8:
-        out["calibration"] = [read_pair_image(p, window) for p in _spread(pairs["train"], calibration)]
+        out["calibration"] = [read_pair_image(p, window) for p in spread(pairs["train"], calibration)]
     return out
 
-
-def _spread(items: list, n: int) -> list:
-    """Up to ``n`` items spread evenly over ``items`` (deterministic)."""
-    if len(items) <= n:
-        return list(items)
-    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return [items[i] for i in idx]
