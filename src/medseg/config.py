@@ -367,10 +367,7 @@ def describe_presets() -> dict[str, str]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -429,9 +426,7 @@ def _suggest_key(loc: str, section_names: list[str]) -> str:
     if len(same_leaf) == 1:
         return f" (did you mean {same_leaf[0]!r}?)"
     close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.75)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return did_you_mean(leaf, section_names)
+    return f" (did you mean {close[0]!r}?)" if close else did_you_mean(leaf, section_names)
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:

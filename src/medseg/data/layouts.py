@@ -133,9 +133,7 @@ def _roi_folder(root: Path | None, masks_dir: Path) -> Path | None:
     for name in ROI_FOLDERS:
         if name in subdirs:
             return subdirs[name]
-    if masks_dir.name.lower() == "1st_manual" and "mask" in subdirs:
-        return subdirs["mask"]
-    return None
+    return subdirs["mask"] if masks_dir.name.lower() == "1st_manual" and "mask" in subdirs else None
 
 
 def _split_flat(files: list[Path]) -> tuple[list[Path], list[Path]]:

@@ -14,9 +14,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class DurationEstimate:
@@ -38,9 +36,7 @@ class DurationEstimate:
         self.ticks += 1
         if self.ticks == self.warmup:
             self.t0 = self.clock()
-        if self.ticks == self.warmup + self.measure:
-            return self._message()
-        return None
+        return self._message() if self.ticks == self.warmup + self.measure else None
 
     def epoch_end(self) -> str | None:
         return self._message() if self.ticks else None

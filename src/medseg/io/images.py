@@ -103,9 +103,7 @@ def _open(path: str | Path, what: str) -> Image.Image:
         with Image.open(path) as im:
             _check_pixels(im, path, what)
             im.load()
-            if _orientation(im) != 1:
-                return ImageOps.exif_transpose(im)
-            return im
+            return ImageOps.exif_transpose(im) if _orientation(im) != 1 else im
     except FileNotFoundError:
         raise DataError(f"{what} {path} does not exist") from None
     except IsADirectoryError:

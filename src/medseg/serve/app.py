@@ -254,9 +254,7 @@ def create_app(load: Callable[[], Any] | Any, settings: ServeSettings | None = N
     @app.get("/v1/model", tags=["model"], dependencies=[Security(_bearer)])
     async def model():
         """The loaded model: name, id, classes (names, colours), input size, version, metrics, export kind."""
-        if not pool.ready.is_set():
-            return not_ready()
-        return state["model"]
+        return not_ready() if not pool.ready.is_set() else state["model"]
 
     @app.get("/metrics", tags=["health"], dependencies=[Security(_bearer)])
     async def prometheus() -> Response:

@@ -82,9 +82,7 @@ def token_matches(header: str | None, token: str) -> bool:
 
 def request_id(given: str | None) -> str:
     """The client's ``X-Request-ID`` when it is short and plain (letters, digits, ``._-``), else a new one."""
-    if given and _REQUEST_ID.match(given):
-        return given
-    return uuid.uuid4().hex
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def install_request_id_logging() -> None:
