@@ -78,8 +78,9 @@ def match_dicom(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Pro
         mask = by_name.get(key) or _seg_for(frame, segs) or _volume_for(frame, images_dir, by_series_name)
         case_id = key.replace("/", "__")
         if mask is None:
+            shown = f"{frame.path}" + (f" frame {frame.frame}" if frame.frame else "")
             problems.append(Problem(case_id, frame.path, "missing-mask",
-                                    f"DICOM image {_shown(frame)} has no mask in {masks_dir} (expected {key}.png, "
+                                    f"DICOM image {shown} has no mask in {masks_dir} (expected {key}.png, "
                                     "a SEG referencing it, or a label volume named after its series)"))
             continue
         used.add(mask)
@@ -89,19 +90,12 @@ def match_dicom(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[Pro
             problems.append(Problem(strip_suffix(p.name), p, "missing-image",
                                     f"mask {p} matches no DICOM image in {images_dir}"))
     kinds = list(dict.fromkeys(described[p] for paths in files.values() for p in paths if p in used))
-    rule = f"DICOM frames; masks: {', '.join(kinds) or 'none found'}"
-    return pairs, problems, rule
-
-
-def _shown(frame: DicomFrame) -> str:
-    return f"{frame.path}" + (f" frame {frame.frame}" if frame.frame else "")
+    return pairs, problems, f"DICOM frames; masks: {', '.join(kinds) or 'none found'}"
 
 
 def _seg_for(frame: DicomFrame, segs) -> Path | None:
-    for path, seg in segs:
-        if (frame.sop_instance_uid, frame.frame) in seg.referenced or (frame.sop_instance_uid, None) in seg.referenced:
-            return path
-    return None
+    return next((path for path, seg in segs if (frame.sop_instance_uid, frame.frame) in seg.referenced
+                 or (frame.sop_instance_uid, None) in seg.referenced), None)
 
 
 def _volume_for(frame: DicomFrame, images_dir: Path, volumes: dict[str, Path]) -> Path | None:

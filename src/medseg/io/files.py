@@ -38,11 +38,6 @@ def current_umask() -> int:
     return mask
 
 
-def default_file_mode() -> int:
-    """The mode a new file gets from ``open(..., "w")``: 0o666 less the umask."""
-    return 0o666 & ~current_umask()
-
-
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
@@ -60,7 +55,7 @@ def atomic_path(path: str | Path):
         raise write_error(path, err) from None
     try:
         yield Path(tmp)
-        os.chmod(tmp, default_file_mode())
+        os.chmod(tmp, 0o666 & ~current_umask())  # the mode open(..., "w") gives a new file
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -87,9 +82,8 @@ def remove_stale_temps(folder: str | Path, names: Iterable[str] | None = None) -
     wanted = None if names is None else {temp_prefix(n) for n in names}
     removed = 0
     for p in folder.iterdir():
-        if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)):
-            continue
-        if wanted is not None and p.name[: p.name.rfind(".", 0, -len(TEMP_SUFFIX)) + 1] not in wanted:
+        if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)) or (
+                wanted is not None and p.name[: p.name.rfind(".", 0, -len(TEMP_SUFFIX)) + 1] not in wanted):
             continue
         p.unlink(missing_ok=True)
         removed += 1
