@@ -206,19 +206,17 @@ def plan_command(
 
 
 # ------------------------------------------------------------------------------------------ convert
-def _count(n: int, noun: str) -> str:
-    """``1 mask``, ``3 masks`` (``noun`` singular)."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _print_conversion(result, what: str, out: Path) -> None:
+def _print_batch(result, what: str, out: Path, more: str = "") -> None:
+    """What a batch command wrote (``more`` appended), its notes and its failures (each names its file);
+    exit status 1 when it failed on everything."""
     n = len(result.written)
-    console.print(f"wrote {_count(n, what)} to {out}" if n else f"wrote no {what}s", markup=False)
+    console.print((f"wrote {n} {what}{'' if n == 1 else 's'} to {out}" if n else f"wrote no {what}s") + more,
+                  markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     for _, message in result.failed:
         console.print(f"skipped: {message}", markup=False)
-    if result.failed and not result.written:
+    if result.failed and not (result.written or result.skipped):
         raise typer.Exit(1)
 
 
@@ -246,7 +244,7 @@ def convert_dicom(
     out = out or dst
     if out is None:
         raise MedsegError("give the output folder with --out FOLDER")
-    _print_conversion(run(src, out, window=window, bits=bits, anonymize=anonymize), "image", out)
+    _print_batch(run(src, out, window=window, bits=bits, anonymize=anonymize), "image", out)
 
 
 @convert_app.command("labels")
@@ -266,7 +264,7 @@ def convert_labels(
     """
     from medseg.convert import convert_labels as run
 
-    _print_conversion(run(labels, reference, out), "mask", out)
+    _print_batch(run(labels, reference, out), "mask", out)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -581,8 +579,7 @@ def predict(
         shutdown(ctx)
     if not ctx.is_main:
         return
-    skipped = getattr(result, "skipped", [])
-    done = f", {len(skipped)} already complete" if skipped else ""
+    done = f", {len(result.skipped)} already complete" if result.skipped else ""
     procs = f" by {ctx.world} processes" if ctx.enabled else ""
     if qc and result.qc:
         from medseg.evaluation.qc import find_calibration, write_qc_csv
@@ -593,12 +590,7 @@ def predict(
             f"; {sum(s >= calibration['threshold'] for _, s in result.qc)} flagged as likely failures")
         console.print(f"wrote {out / 'qc.csv'} (failure-flag scores of the {len(result.qc)} images predicted now"
                       f"{flagged})", markup=False)
-    written = f"wrote {_count(len(result.written), 'mask')} to {out}" if result.written else "wrote no masks"
-    console.print(f"{written}{done}{procs} ({predictor.describe()})", markup=False)
-    for _, message in result.failed:  # the message names the file
-        console.print(f"skipped: {message}", markup=False)
-    if result.failed and not (result.written or skipped):
-        raise typer.Exit(1)
+    _print_batch(result, "mask", out, f"{done}{procs} ({predictor.describe()})")
 
 
 # ----------------------------------------------------------------------------- export / post-process
