@@ -30,10 +30,6 @@ PALETTE = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64
            (255, 128, 0), (160, 160, 160))
 
 
-def segment_colour(number: int) -> tuple[int, int, int]:
-    return PALETTE[(number - 1) % len(PALETTE)]
-
-
 def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, segment_names: Sequence[str],
               algorithm: str, version: str, parameters: dict[str, str] | None = None,
               series_description: str = "medseg segmentation", series_instance_uid: str | None = None,
@@ -69,7 +65,7 @@ def write_seg(sources: Sequence, labels: np.ndarray, path: str | Path, *, segmen
             algorithm_identification=hd.AlgorithmIdentificationSequence(
                 name=algorithm[:64], family=codes.cid7162.ArtificialIntelligence, version=version[:64],
                 parameters=parameters or None),
-            display_color=hd.color.CIELabColor.from_rgb(*segment_colour(i + 1)))
+            display_color=hd.color.CIELabColor.from_rgb(*PALETTE[i % len(PALETTE)]))
         for i, name in enumerate(segment_names)
     ]
     sources, notes = _repaired(sources)
