@@ -52,10 +52,7 @@ def as_rgb_uint8(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
         arr = arr[..., None]
     if arr.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
-    rgb = arr[..., :3]
-    if order == "bgr":
-        rgb = rgb[..., ::-1]
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(arr[..., 2::-1] if order == "bgr" else arr[..., :3])  # alpha dropped
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
