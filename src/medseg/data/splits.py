@@ -36,10 +36,6 @@ def normalise_split(value: str, where: str) -> str | None:
     return name
 
 
-def _rank(seed: int, case_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{case_id}".encode()).hexdigest()
-
-
 def assign_splits(pairs: list[Pair], *, val_fraction: float = 0.2, test_fraction: float = 0.0,
                   seed: int = 0) -> dict[str, list[Pair]]:
     """Group pairs by split: their own ``split`` if every pair has one, else a seeded random split.
@@ -72,7 +68,8 @@ def assign_splits(pairs: list[Pair], *, val_fraction: float = 0.2, test_fraction
     if val_fraction > 0 and n >= 2:
         n_val = max(1, n_val)
     n_val = min(n_val, n - 1 - n_test) if n > n_test + 1 else 0
-    ranked = sorted(pairs, key=lambda p: (_rank(seed, p.case_id), p.case_id, str(p.image)))
+    ranked = sorted(pairs, key=lambda p: (hashlib.sha256(f"{seed}:{p.case_id}".encode()).hexdigest(), p.case_id,
+                                          str(p.image)))  # the module docstring's seeded hash rank
     chosen = {"test": ranked[:n_test], "val": ranked[n_test:n_test + n_val], "train": ranked[n_test + n_val:]}
     for name, group in chosen.items():
         out[name] = sorted((replace(p, split=name) for p in group), key=lambda p: (p.case_id, str(p.image)))

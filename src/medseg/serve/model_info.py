@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -21,31 +22,22 @@ def _training_metrics(model_path: Path, predictor) -> dict[str, Any]:
     out: dict[str, Any] = {}
     backend = predictor.backend
     if getattr(backend, "kind", "") == "onnx":
-        raw = backend.metadata.get("verification")
-        if raw:
-            try:
+        with contextlib.suppress(ValueError):
+            if raw := backend.metadata.get("verification"):
                 out["export_verification"] = json.loads(raw)
-            except ValueError:
-                pass
         return out
     try:
         from medseg.engine.checkpoint import read_payload
 
         ckpt = read_payload(Path(predictor.source), mmap=True)
-        for key in ("epoch", "val_dice"):
-            if key in ckpt:
-                out[key] = ckpt[key]
-        out["versions"] = ckpt.get("versions", {})
+        out |= {key: ckpt[key] for key in ("epoch", "val_dice") if key in ckpt} | {"versions": ckpt.get("versions", {})}
     except Exception as err:  # noqa: BLE001 - metrics are informative only
         log.warning("training metrics could not be read from the checkpoint (%s)", type(err).__name__)
     run = model_path if model_path.is_dir() else Path(predictor.source).parent
     summary = run / "eval_val" / "summary.json"
-    if summary.is_file():
-        try:
-            data = json.loads(summary.read_text())
-            out["eval_val"] = {k: v for k, v in data.items() if isinstance(v, (int, float))}
-        except (OSError, ValueError):
-            pass
+    with contextlib.suppress(OSError, ValueError):
+        if summary.is_file():
+            out["eval_val"] = {k: v for k, v in json.loads(summary.read_text()).items() if isinstance(v, (int, float))}
     return out
 
 
