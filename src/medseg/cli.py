@@ -43,6 +43,8 @@ _state = {"debug": False}
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a config value, "
                                                    "e.g. --set infer.tta=true (repeatable)")]
+InferSetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
+                                                        "setting, e.g. --set infer.mode=sliding (repeatable)")]
 SplitOpt = Annotated[str, typer.Option(help="val, test, train or all")]
 RunArg = Annotated[Path, typer.Argument(help="run folder or checkpoint")]
 ThresholdOpt = Annotated[float | None, typer.Option(metavar="P", help="probability threshold [default: the run's, "
@@ -531,8 +533,7 @@ def predict(
                                               "disagreement between "
                                                  "TTA members (std of probabilities x 510); turns TTA on")]
     = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
-                                                    "setting, e.g. --set infer.mode=sliding (repeatable)")] = None,
+    set_: InferSetOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--resume", help="--resume (default): skip images whose "
                                             "outputs in --out are already complete, so a killed run finishes the "
                                             "rest; --overwrite: predict every image again")] = False,
@@ -821,8 +822,7 @@ def dicom_listen(
     retry_delay: Annotated[float, typer.Option(help="first retry delay in seconds, doubled each retry")] = 2.0,
     min_free_mb: Annotated[float, typer.Option(help="answer C-STORE with 0xA700 (out of resources) below this "
                                                "much free disk space in the spool")] = 512.0,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override an inference "
-                    "setting, e.g. --set infer.tta=true (repeatable)")] = None,
+    set_: InferSetOpt = None,
 ) -> None:
     """Run a DICOM Storage SCP that answers each received series with a DICOM SEG.
 

@@ -76,7 +76,6 @@ class CheckReport:
                 lines.append(f"... and {len(ordered) - max_problems} more")
         return lines
 
-
     def _split_and_foreground_lines(self) -> list[str]:
         lines = []
         splits = Counter(p.split or "unassigned" for p in self.good)
