@@ -96,24 +96,12 @@ def surface_extra(spacing, tol_px: float = 2.0, tol_mm: float = 1.0, with_mm: bo
     return extra
 
 
-def evaluate(
-    run: str | Path,
-    data: DataSource | str | Path | None = None,
-    *,
-    split: str = "val",
-    out: str | Path | None = None,
-    overlays: int | Literal["all"] = 0,
-    overrides: list[str] | dict[str, Any] | None = None,
-    progress: bool = True,
-    predictor: Predictor | None = None,
-    spacing: tuple[float, float] | None = None,
-    tolerance_px: float = 2.0,
-    tolerance_mm: float = 1.0,
-    surface: bool = True,
-    qc: bool = False,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any]:
+def evaluate(run: str | Path, data: DataSource | str | Path | None = None, *, split: str = "val",
+             out: str | Path | None = None, overlays: int | Literal["all"] = 0,
+             overrides: list[str] | dict[str, Any] | None = None, progress: bool = True,
+             predictor: Predictor | None = None, spacing: tuple[float, float] | None = None, tolerance_px: float = 2.0,
+             tolerance_mm: float = 1.0, surface: bool = True, qc: bool = False, n_resamples: int = 2000,
+             seed: int = 0) -> dict[str, Any]:
     """Predict every image of ``split`` and compare with its mask; writes per_image.csv and summary.json.
 
     ``data`` (a :class:`~medseg.data.source.DataSource` or a data folder) defaults to the data the run
