@@ -37,6 +37,16 @@ COMPRESSED = {
 }
 
 
+def decoder_available(uid: str) -> bool:
+    """True when pydicom has a working decoder for transfer syntax ``uid`` (its plugin is installed)."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        return bool(get_decoder(uid).is_available)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
+
+
 def missing_decoder_message(ds: pydicom.Dataset, path) -> str | None:
     """One sentence when ``ds``'s transfer syntax needs a decoder that is not installed (or that no
     package provides, as for video); None when a decoder is there (a failure is then the data's fault)."""
@@ -51,19 +61,15 @@ def missing_decoder_message(ds: pydicom.Dataset, path) -> str | None:
     if not uid.is_compressed:
         return None
     name, packages = COMPRESSED.get(ts, (uid.name if uid.is_private is False else ts, ()))
-    try:
-        from pydicom.pixels.decoders.base import get_decoder
-
-        decoder = get_decoder(uid)
-    except (NotImplementedError, ValueError, KeyError):
-        decoder = None
-    if decoder is not None and decoder.is_available:
+    if decoder_available(uid):
         return None
     if not packages:
         return (f"{path}: {name} ({ts}) has no decoder medseg can use; convert the file to an uncompressed "
                 "transfer syntax")
     alternatives = f" (or {', '.join(packages[1:])})" if len(packages) > 1 else ""
     return f"{path}: {name} ({ts}) needs a decoder that is not installed: pip install {packages[0]}{alternatives}"
+
+
 DEFLATED_FRAMES = "1.2.840.10008.1.2.8.1"
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.errors import MedsegError
+from medseg.io.dicom_codecs import COMPRESSED, decoder_available
 from medseg.io.dicom_series import series_tag
 from medseg.io.files import atomic_path
 from medseg.serve.forwarder import Destination, Forwarder, Outbox
@@ -57,24 +58,14 @@ IMAGE_STORAGE = {
 }
 #: Native (uncompressed) transfer syntaxes: always accepted (PS3.5 A.1-A.5).
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2")
-#: Compressed transfer syntaxes: accepted only when pydicom has a working decoder for them.
-COMPRESSED = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-              "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-              "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-              "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 
 
 def transfer_syntaxes() -> tuple[list[str], list[str]]:
-    """(accepted transfer syntax UIDs, compressed ones refused because no decoder is installed)."""
-    from pydicom.pixels import get_decoder
-
+    """(accepted transfer syntax UIDs, compressed ones refused because no decoder is installed): the
+    compressed syntaxes of :data:`medseg.io.dicom_codecs.COMPRESSED` are accepted when pydicom decodes them."""
     accepted, missing = list(UNCOMPRESSED), []
     for uid in COMPRESSED:
-        try:
-            ok = get_decoder(uid).is_available
-        except (NotImplementedError, ValueError, KeyError):
-            ok = False
-        (accepted if ok else missing).append(uid)
+        (accepted if decoder_available(uid) else missing).append(uid)
     return accepted, missing
 
 
