@@ -38,11 +38,8 @@ def crf_refine(image: np.ndarray, proba: np.ndarray, *, iterations: int = 5, max
     scale = min(1.0, max_side / max(h, w))
     wh, ww = max(1, round(h * scale)), max(1, round(w * scale))
     if scale < 1.0:
-        image = cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
-        small = cv2.resize(proba, (ww, wh), interpolation=cv2.INTER_AREA)
-    else:
-        small = proba
-    p = np.clip(small.astype(np.float32), 1e-5, 1 - 1e-5)
+        image, proba = (cv2.resize(a, (ww, wh), interpolation=cv2.INTER_AREA) for a in (image, proba))
+    p = np.clip(proba.astype(np.float32), 1e-5, 1 - 1e-5)
     crf = dcrf.DenseCRF2D(ww, wh, 2)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.stack([1 - p, p]))))
     crf.addPairwiseGaussian(sxy=3, compat=3)
