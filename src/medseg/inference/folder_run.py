@@ -23,7 +23,7 @@ from PIL import Image
 
 from medseg.engine.distributed import DistContext, shard
 from medseg.errors import MedsegError
-from medseg.inference.predictor import Predictor, list_images, output_paths, output_plan
+from medseg.inference.predictor import Predictor, list_images, output_paths
 from medseg.io.files import file_sha256, remove_stale_temps, write_text_atomic
 from medseg.io.outputs import BatchResult, check_outputs
 
@@ -90,8 +90,8 @@ def predict_folder_restartable(predictor: Predictor, source: str | Path, out: st
     out = Path(out)
     files = list_images(Path(source))  # sorted: every rank sees the same list
     # no input overwritten, no two inputs sharing an output: checked on the whole list, on every rank
-    check_outputs([item for plan in output_plan(files, out, overlay=overlay, uncertainty=uncertainty)
-                   for item in plan], what="output")
+    check_outputs([(f, p) for f in files for p in output_paths(f, out, overlay=overlay, uncertainty=uncertainty)],
+                  what="output")
     problem = None
     created = not out.exists()
     if ctx.is_main:

@@ -46,7 +46,11 @@ _CHUNK_PIXELS = 16_000_000
 
 
 def output_paths(source: Path, out_dir: Path, *, overlay: bool = False, uncertainty: bool = False) -> list[Path]:
-    """The files :meth:`Predictor.predict_folder` writes for ``source``: the mask first, then the extras."""
+    """The files :meth:`Predictor.predict_folder` writes for ``source``: the mask first, then the extras.
+
+    Give every ``(input, output)`` of a run to :func:`medseg.io.outputs.check_outputs` before writing, so
+    that no input is overwritten and no two inputs share an output.
+    """
     names = [f"{source.stem}.png"]
     names += [f"{source.stem}_overlay.png"] if overlay else []
     names += [f"{source.stem}_uncertainty.png"] if uncertainty else []
@@ -291,8 +295,8 @@ class Predictor:
         """
         files = list(source) if isinstance(source, list) else list_images(Path(source))
         out_dir = Path(out_dir)
-        check_outputs([item for plan in output_plan(files, out_dir, overlay=overlay, uncertainty=uncertainty)
-                       for item in plan], what="output")
+        check_outputs([(f, p) for f in files
+                       for p in output_paths(f, out_dir, overlay=overlay, uncertainty=uncertainty)], what="output")
         result = BatchResult()
 
         bar = progress_bar(total=len(files), desc="predicting", unit="img", enabled=progress)
@@ -390,22 +394,6 @@ def stream_predictions(predictor, items: Iterable[T], *, read: Callable[[T], np.
                 r, loaded[j] = loaded[j], None  # the caller owns it now: memory is freed as it goes
                 yield r
                 del r
-
-
-def output_plan(files: list[Path], out_dir: Path, *, overlay: bool = False, uncertainty: bool = False
-                ) -> list[list[tuple[Path, Path]]]:
-    """What :meth:`Predictor.predict_folder` writes for each file: ``[(input, mask), ...]`` and, when
-    asked, ``[(input, overlay), ...]`` and ``[(input, uncertainty map), ...]``.
-
-    Masks are ``<stem>.png``; pass each list to :func:`medseg.io.outputs.check_outputs` before
-    writing, so that no input is overwritten and no two inputs share an output.
-    """
-    plans = [[(f, out_dir / f"{f.stem}.png") for f in files]]
-    if overlay:
-        plans.append([(f, out_dir / f"{f.stem}_overlay.png") for f in files])
-    if uncertainty:
-        plans.append([(f, out_dir / f"{f.stem}_uncertainty.png") for f in files])
-    return plans
 
 
 def uncertainty_image(std: np.ndarray) -> np.ndarray:
