@@ -74,8 +74,7 @@ def run_one(name: str, key: str, minutes: float, subset: int | None) -> dict:
         train(source, run, config="default", overrides=over + ["model.encoder_weights=none"], overwrite=True,
               progress=False)
     else:
-        planned = plan_data(source.root, images=source.images, masks=source.masks, manifest=source.manifest,
-                            budget_min=minutes, overrides=extra)
+        planned = plan_data(source, budget_min=minutes, overrides=extra)
         record["plan_seconds"] = planned.seconds
         record["plan"] = {"mode": planned.plan.mode, "arch": planned.config.model.arch,
                           "base_channels": planned.config.model.base_channels,

@@ -196,8 +196,8 @@ def plan_command(
     """
     from medseg.plan.run import plan_data
 
-    result = plan_data(source.root, budget_min=time_budget, device=device, images=source.images, masks=source.masks,
-                       manifest=source.manifest, overrides=list(set_ or []), machine=machine, progress=True)
+    result = plan_data(source, budget_min=time_budget, device=device, overrides=list(set_ or []), machine=machine,
+                       progress=True)
     for line in result.fingerprint.summary_lines() + [""] + result.machine.summary_lines() + [""]:
         console.print(line, markup=False)
     for line in result.summary_lines():
@@ -376,8 +376,7 @@ def _plan_for_train(source, out: Path, preset, config, plan, overrides, resume, 
                                                 "alone): training the default preset; plan first with `medseg "
                                                 "plan` and pass --plan")
         return None, "default", None
-    planned = plan_into_run(out, source.root, overrides=overrides, images=source.images, masks=source.masks,
-                            manifest=source.manifest)
+    planned = plan_into_run(out, source, overrides=overrides)
     console.print(f"planned: {planned} (why: {planned.parent / 'plan_report.md'})")
     return planned, None, planned
 

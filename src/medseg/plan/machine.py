@@ -53,13 +53,6 @@ class Machine:
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_seconds: float = 0.0
 
-    @property
-    def bf16_fast(self) -> bool:
-        """bf16 pays off: a GPU with bf16, or a CPU with native bf16 whose matmul is >= 1.3x fp32."""
-        if self.device == "cuda":
-            return True
-        return self.bf16_native and (self.bf16_speedup or 0.0) >= 1.3
-
     def images_per_s(self, network: str, side: int) -> float:
         """Training images/s of ``network`` at ``side`` x ``side``: measured, or extrapolated from the
         nearest measured side by pixel count. Raises ConfigError when the network was not probed."""

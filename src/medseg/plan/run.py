@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from medseg.config import Config, parse_overrides, validate
+from medseg.data.source import DataSource
 from medseg.plan.catalogue import candidates
 from medseg.plan.fingerprint import Fingerprint, compute_fingerprint
 from medseg.plan.machine import Machine, probe_machine
@@ -105,15 +106,15 @@ class PlanResult:
         return lines
 
 
-def plan_data(data: str | Path | None = None, *, budget_min: float | None = None, device: str = "auto",
-              images: str | Path | None = None, masks: str | Path | None = None,
-              manifest: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+def plan_data(data: DataSource | str | Path, *, budget_min: float | None = None, device: str = "auto",
+              overrides: list[str] | dict[str, Any] | None = None,
               machine: Machine | str | Path | None = None, with_pretrained: bool | None = None,
               max_images: int = 400, progress: bool = False) -> PlanResult:
     """Plan training of a dataset on this machine: fingerprint, machine probe, planner.
 
     Args:
-        data: dataset folder (as for ``medseg train``), or None with ``images``/``masks`` or ``manifest``.
+        data: a :class:`~medseg.data.source.DataSource`, or a dataset folder (or manifest .csv) as for
+            ``medseg train``.
         budget_min: training budget in minutes (default :data:`DEFAULT_BUDGET_MIN`, or the
             ``train.time_budget_min`` of ``overrides``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -140,14 +141,13 @@ def plan_data(data: str | Path | None = None, *, budget_min: float | None = None
         medseg.train("data/drive", "runs/drive", config="plans/drive.yaml")
     """
     from medseg.config import _merge
-    from medseg.data.layouts import find_pairs
 
     t0 = time.perf_counter()
     user = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     validate(user)  # names and values are checked before any data is read
     invert = bool((user.get("data") or {}).get("invert_masks", False))
     budget = float(budget_min or (user.get("train") or {}).get("time_budget_min") or DEFAULT_BUDGET_MIN)
-    index = find_pairs(data, images=images, masks=masks, manifest=manifest)
+    index = DataSource.of(data).find()
     fingerprint = compute_fingerprint(index.pairs, max_images=max_images, invert_masks=invert, progress=progress)
     networks = candidates(with_pretrained)
     if machine is None:
@@ -174,15 +174,12 @@ def _describe(plan: Plan, fp: Fingerprint, machine: Machine) -> str:
             f"{fp.modality} data on {machine.device}")
 
 
-def plan_into_run(out: str | Path, data: str | Path | None, *, overrides: list[str] | None = None,
-                  images: str | Path | None = None, masks: str | Path | None = None,
-                  manifest: str | Path | None = None) -> Path:
+def plan_into_run(out: str | Path, data: DataSource, *, overrides: list[str] | None = None) -> Path:
     """``medseg train DATA`` without --preset/--config: plan, write ``out/plan.yaml`` (+ report), return it.
 
     The machine is probed unless the environment variable ``MEDSEG_MACHINE`` names a machine description."""
     machine = os.environ.get(MACHINE_ENV) or None
-    result = plan_data(data, images=images, masks=masks, manifest=manifest, overrides=overrides, machine=machine,
-                       progress=True)
+    result = plan_data(data, overrides=overrides, machine=machine, progress=True)
     for line in result.summary_lines():
         log.info("%s", line)
     return result.write(Path(out) / "plan.yaml")
