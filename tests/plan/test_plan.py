@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from medseg.config import ModelConfig, build_config
 from medseg.models import create_model
 from medseg.plan.catalogue import CATALOGUE, FROM_SCRATCH
 from medseg.plan.machine import Machine, probe_machine
-from medseg.plan.planner import FIELDS, LETTERBOX_FLOOR, TARGET_STEPS, config_has
+from medseg.plan.planner import FIELDS, LETTERBOX_FLOOR, TARGET_EPOCHS, TARGET_STEPS, VAL_SHARE, config_has, make_plan
 from medseg.plan.run import plan_data
 from tests._dicom_factories import ct_slice
 from tests._factories import save
@@ -258,3 +259,21 @@ def test_area_weighted_width_is_not_outvoted_by_a_ragged_outline(tmp_path):
     assert fp.structure_width_area.median > 60  # weighted by area: the blob
     plan = plan_data(tmp_path / "ragged", machine=machine(), with_pretrained=False).plan
     assert not plan.needs_patches
+
+
+def test_a_large_dataset_gets_a_network_that_sees_every_image_often_enough(tmp_path):
+    """Same data description, 2000 images instead of 6: the network must reach TARGET_EPOCHS as well as
+    TARGET_STEPS, so a smaller network than for the small dataset; validation stays within its share."""
+    data = _dataset(tmp_path / "blobs", _blob(), grey=False)
+    small = plan_data(data, budget_min=20, machine=machine(speed=400.0), with_pretrained=False)
+    big_fp = dataclasses.replace(small.fingerprint, n_pairs=2000)
+    m = machine(speed=400.0)
+    big = make_plan(big_fp, m, 20, list(FROM_SCRATCH))
+    arch, width = big.value("model.arch"), big.value("model.base_channels")
+    chosen = CATALOGUE[f"{arch}{width}"]
+    rows = [c for c in big.candidates if c["steps"] >= TARGET_STEPS and c["steps"] * 8 / 1600 >= TARGET_EPOCHS]
+    assert rows and chosen.params_m == max(CATALOGUE[c["network"]].params_m for c in rows)
+    assert chosen.params_m < CATALOGUE[f"{small.config.model.arch}{small.config.model.base_channels}"].params_m
+    side = big.value("data.image_size")
+    val_s = 400 / (3 * m.images_per_s(chosen.name, side))
+    assert val_s / big.value(FIELDS["val_every_s"]) <= VAL_SHARE + 1e-6
