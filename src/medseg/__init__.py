@@ -106,11 +106,13 @@ def train(data: "DataSource | str | Path | None", out: "str | Path", *, config: 
     """
     from medseg.config import parse_overrides
     from medseg.engine.train import train as _train
+    from medseg.inference.postprocess_tuning import tune_after_training
 
     over = dict(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
     if extra := {k: v for k, v in (("epochs", epochs), ("time_budget_min", time_budget)) if v is not None}:
         over["train"] = {**over.get("train", {}), **extra}
-    return _train(data, out, config=config, overrides=over, resume=resume, overwrite=overwrite, progress=progress)
+    return _train(data, out, config=config, overrides=over, resume=resume, overwrite=overwrite, progress=progress,
+                  finish=tune_after_training)
 
 
 def evaluate(run: "str | Path", data: "DataSource | str | Path | None" = None, *, split: str = "val",

@@ -310,6 +310,10 @@ def train(
     With --folds K: K runs in RUN/fold_I (grouped, stratified by foreground size), then the folds that
     exist are gathered: RUN/cv_summary.json, RUN/eval_oof/, post-processing chosen out of fold.
 
+    At the end the threshold and post-processing are chosen on the val split, as `medseg
+    tune-postprocess` does, inside --time-budget (skipped with a note when they do not fit), and
+    stored in the run (RUN/postprocess.json); --set train.tune_postprocess=false turns this off.
+
     Names (preset, architecture, encoder, loss, --set keys) are checked before any data is read;
     the run folder is created once the data is usable. On a CPU without --time-budget the first
     steps are timed and the likely duration is printed. SIGTERM stops at the next step with the
@@ -339,6 +343,7 @@ def train(
         raise typer.Exit(launch(devices, argv + (["--plan", str(planned)] if planned and not plan else [])))
     from medseg.config import build_config
     from medseg.engine.train import train as run_train
+    from medseg.inference.postprocess_tuning import tune_after_training
 
     settings = build_config(preset, config) if preset and config else config or preset  # --config over --preset
     if folds is not None or fold is not None or group_by is not None:
@@ -350,7 +355,8 @@ def train(
                        resume=resume, overwrite=overwrite)
         console.print(f"cross-validation run: {run} (fold_*/, cv_summary.json, eval_oof/)")
         return
-    run = run_train(source, out, config=settings, overrides=overrides, resume=resume, overwrite=overwrite)
+    run = run_train(source, out, config=settings, overrides=overrides, resume=resume, overwrite=overwrite,
+                    finish=tune_after_training)
     if os.environ.get("RANK", "0") == "0":
         console.print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
     _state["exit_now"] = True  # every file is written (atomically): skip the interpreter's slow teardown

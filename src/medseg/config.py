@@ -241,6 +241,10 @@ class TrainConfig(Section):
     ema: float | None = Field(None, gt=0, lt=1, description="decay of an exponential moving average of the weights "
                               "(e.g. 0.999; warm-up min(decay, (1+n)/(10+n)) after n steps); when set, the average "
                               "is validated and saved in best.pt / last.pt. None: no average")
+    tune_postprocess: bool = Field(True, description="at the end of the run, choose the threshold and "
+                                   "post-processing on the val split as `medseg tune-postprocess` does (binary "
+                                   "runs with a val split; inside the time budget, skipped with a note when it "
+                                   "does not fit) and store them in the run (RUN/postprocess.json)")
     augment: Augment = "mid"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"

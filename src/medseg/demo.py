@@ -19,6 +19,7 @@ def run_demo(out: str | Path = "runs/demo", *, minutes: float | None = None, n_t
     from medseg.data.synthetic import make_synthetic_dataset
     from medseg.engine.train import train
     from medseg.evaluation import evaluate
+    from medseg.inference.postprocess_tuning import tune_after_training
     from medseg.inference.predictor import Predictor
 
     out = Path(out)
@@ -30,7 +31,8 @@ def run_demo(out: str | Path = "runs/demo", *, minutes: float | None = None, n_t
     over = list(overrides or [])
     if minutes is not None:
         over.append(f"train.time_budget_min={minutes}")
-    run = train(data, out / "run", config="demo", overrides=over, overwrite=True, progress=progress)
+    run = train(data, out / "run", config="demo", overrides=over, overwrite=True, progress=progress,
+                finish=tune_after_training)
     predictor = Predictor.load(run)
     summary = evaluate(run, data, split="test", out=out / "eval_test", overlays=8, progress=progress,
                        predictor=predictor)

@@ -23,18 +23,23 @@ def test_budget_sizes_validation_to_what_is_left():
     assert spread(10, 3) == [0, 4, 9] and spread(3, 5) == [0, 1, 2]
 
 
-def test_whole_run_stays_inside_the_budget(tmp_path):
+def test_whole_run_stays_inside_the_budget(tmp_path, caplog):
     from medseg.data.synthetic import make_synthetic_dataset
     from medseg.engine.train import train
+    from medseg.inference.postprocess_tuning import tune_after_training
 
     # a validation set that would take several budgets to score in full at this size
     data = make_synthetic_dataset(tmp_path / "data", n_train=8, n_val=48, n_test=0, size=96, seed=2)
     budget_min = 0.5  # the floor (loading, a probe step, one validation image, writes) must fit on a loaded CPU
     t0 = time.monotonic()
-    run = train(data, tmp_path / "run", config="default", progress=False,
-                overrides=TINY + ["train.epochs=1000", "data.image_size=160", f"train.time_budget_min={budget_min}"])
+    with caplog.at_level("INFO", logger="medseg"):  # post-processing tuning included, as medseg train does
+        run = train(data, tmp_path / "run", config="default", progress=False, finish=tune_after_training,
+                    overrides=TINY + ["train.epochs=1000", "data.image_size=160",
+                                      f"train.time_budget_min={budget_min}"])
     wall = time.monotonic() - t0
     assert wall <= budget_min * 60 * 1.05 + 2.0
+    # tuned on the images that fit, or skipped with a note
+    assert (run / "postprocess.json").is_file() or "post-processing not tuned" in caplog.text
     history = read_history(run / "metrics.csv")
     assert history and history[-1]["epoch"] < 1000
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()

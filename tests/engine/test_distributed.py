@@ -151,6 +151,7 @@ def test_two_nodes_match_one_process_and_resume_into_one(odd_data, tmp_path):
         assert (a["world_size"], b["world_size"], a["effective_batch"], b["effective_batch"]) == (1, 2, 8, 8)
         assert (a["train_images"], b["train_images"]) == (15, 16)  # 2 ranks x 8: one image padded in
         assert b["img_per_s_per_process"] > 0
+    assert json.loads((tmp_path / "two" / "postprocess.json").read_text())["n_images"] > 0  # rank 0 tuned
     # resume the 2-process run in one process: same schedule (effective batch), one more epoch
     train(odd_data, tmp_path / "two", resume=True, overrides=["train.epochs=3"], progress=False)
     h3 = read_history(tmp_path / "two" / "metrics.csv")
@@ -177,6 +178,7 @@ def test_sigterm_mid_epoch_saves_resume_state_and_exits_0(odd_data, tmp_path):
     done = ckpt["state"]["epoch_images"]
     assert ckpt["state"]["epoch"] == 0 and 0 < done < 16, ckpt["state"]
     assert not list(run.glob(".*.tmp"))
+    assert not (run / "postprocess.json").exists()  # an unfinished run is tuned when it ends
     # one process finishes the epoch from where both stopped
     from medseg.engine.train import train
 

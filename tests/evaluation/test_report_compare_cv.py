@@ -129,6 +129,8 @@ def test_two_fold_cross_validation_and_its_ensemble(tiny_dataset, tmp_path):
     for i in (0, 1):
         splits = dict(line.split(",") for line in (run / f"fold_{i}" / "splits.csv").read_text().splitlines()[1:])
         assert {c for c, s in splits.items() if s == "val"} == {c for c, f in plan["assignment"].items() if f == i}
+        own = json.loads((run / f"fold_{i}" / "postprocess.json").read_text())  # each fold tuned on its own val
+        assert own["n_images"] == sum(f == i for f in plan["assignment"].values())
     oof = json.loads((run / "eval_oof" / "summary.json").read_text())
     assert oof["n_images"] == 20 and "dice" in oof["ci95"]
     predictor = Predictor.load(run)

@@ -9,6 +9,11 @@ that would not fit is shortened to an evenly spread subset of the validation ima
 same subset) or, between epochs, skipped. The first step is sized by a probe: one image's forward pass
 (timed after a warm-up pass, x 1 / :data:`FORWARD_SHARE` for forward + backward); a run where even
 that step does not fit trains no step, scores its final validation and ends.
+
+When the run chooses its post-processing at the end (``train.tune_postprocess``), the reserve also holds
+that tuning: one prediction of each validation image at its original size plus the search, estimated
+as :data:`TUNE_COST` validation passes and capped at :data:`TUNE_SHARE` of the budget; the tuning then
+predicts the evenly spread validation images that fit in what is left, or is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ FINAL_VAL_SHARE = 0.15
 #: Forward-only validation of an image costs about this share of its training step (forward + backward
 #: is about 3 forwards, Kaplan et al. 2020 "Scaling laws", the 6N vs 2N FLOPs per token rule).
 FORWARD_SHARE = 1 / 3
+#: The largest share of the budget kept for choosing the post-processing at the end of the run.
+TUNE_SHARE = 0.10
+#: Post-processing tuning of an image costs about this many validation forward passes of it: the pass
+#: itself plus reading and resizing at the original size and the ~20 candidate masks of the search.
+TUNE_COST = 2.0
 
 
 _marked_start: float | None = None
@@ -56,6 +66,8 @@ class RunBudget:
     val_s_per_image: float | None = None  # last measured (seconds per validation image, all processes)
     val_pixel_ratio: float = 1.0  # pixels of a validation image / pixels of a training item
     writes_s: float | None = None  # last measured epoch-end writes (history, curves, checkpoint)
+    tune_images: int = 0  # validation images the post-processing tuning predicts at the end (0: no tuning)
+    world: int = 1  # processes that share a validation (the tuning runs on rank 0 alone)
 
     @classmethod
     def from_minutes(cls, minutes: float | None, start: float, model_bytes: int = 0) -> RunBudget:
@@ -91,11 +103,31 @@ class RunBudget:
             return self.writes_s
         return 1.0 + 2 * self.model_bytes / 100e6  # best.pt + last.pt at ~100 MB/s, plus the curves
 
+    def tune_seconds_per_image(self) -> float | None:
+        """Estimated seconds of post-processing tuning per validation image, on one process."""
+        per = self.val_seconds_per_image()
+        return None if per is None else per * TUNE_COST * self.world
+
+    def tune_seconds(self) -> float:
+        """Seconds to keep for the post-processing tuning (capped at TUNE_SHARE of the budget)."""
+        if self.total is None or not self.tune_images:
+            return 0.0
+        return min((self.tune_seconds_per_image() or 0.0) * self.tune_images, TUNE_SHARE * self.total)
+
+    def tune_images_that_fit(self, now: float) -> int:
+        """How many validation images the post-processing tuning can predict in what is left now."""
+        per = self.tune_seconds_per_image()
+        if self.total is None or not per:
+            return self.tune_images
+        return min(self.tune_images, int(max(self.left(now) - self.margin(), 0.0) / per))
+
     def reserve(self, n_val: int) -> float:
-        """Seconds to keep for the end of the run: final validation (capped) + writes + margin."""
+        """Seconds to keep for the end of the run: final validation (capped) + writes + post-processing
+        tuning (capped) + margin."""
         if self.total is None:
             return 0.0
-        return min(self.val_seconds(n_val), FINAL_VAL_SHARE * self.total) + self.writes_seconds() + self.margin()
+        return (min(self.val_seconds(n_val), FINAL_VAL_SHARE * self.total) + self.writes_seconds()
+                + self.tune_seconds() + self.margin())
 
     def lr_fraction(self, now: float, n_val: int) -> float:
         """Share (0..1) of the training time spent: drives a time-based learning-rate schedule to its end
@@ -109,15 +141,14 @@ class RunBudget:
         """How many validation images fit now (0 = skip this validation).
 
         Between epochs a validation must leave room for the final reserve; the final one may use what is
-        left after the writes and the margin. ``at_least_one``: score one image even over the budget (a
-        run that has no validated model yet).
+        left after the writes, the post-processing tuning and the margin. ``at_least_one``: score one image
+        even over the budget (a run that has no validated model yet).
         """
         if self.total is None or n_val == 0:
             return n_val
         per = self.val_seconds_per_image()
         room = self.left(now) - self.writes_seconds() - self.margin()
-        if not final:
-            room -= self.reserve(n_val)
+        room -= self.reserve(n_val) if not final else self.tune_seconds()
         if per is None or per <= 0:
             return n_val if room > 0 or at_least_one else 0
         k = min(n_val, int(max(room, 0.0) / per))

@@ -2,7 +2,8 @@
 
 data -> checked pairs -> split -> cached datasets -> model (+ encoder weights) -> loop of epochs
 (bf16/fp16 autocast, channels_last, warm-up + cosine learning rate, optional time budget) ->
-validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves.png.
+validation Dice each epoch -> best.pt / last.pt (atomic) -> metrics.csv + curves.png -> [``finish``: the
+post-processing chosen on the val split, passed in from the inference layer by ``medseg train``].
 
 The same loop runs in every process of a torchrun launch (DDP, gradient accumulation up to
 ``train.effective_batch_size``); what the processes must agree on lives in
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     assignment: dict[str, str] | None = None,
+    finish: Callable[[Path, RunBudget, list], Any] | None = None,
 ) -> Path:
     """Train a model on ``data`` (a :class:`DataSource` or a data folder) into the run folder ``out``; returns ``out``.
 
@@ -140,6 +143,12 @@ def train(
     left alone (an error), so that a finished model is never clobbered by accident. Started by torchrun,
     every process runs this function and only global rank 0 writes (see :mod:`medseg.engine.distributed`);
     SIGTERM stops every process at the next step boundary with the resume state saved.
+
+    ``finish(run, budget, val_pairs)``: the end-of-run step (the post-processing tuning, passed in by the
+    layer above: :func:`medseg.inference.postprocess_tuning.tune_after_training`); with
+    ``train.tune_postprocess`` on, the budget keeps time for it, and global rank 0 calls it after the
+    other processes have left, once training ended normally (not on SIGTERM), for binary runs with a
+    val split.
     """
     ctx = init_distributed()
     ctx.stop_on_sigterm()
@@ -147,15 +156,30 @@ def train(
         logging.getLogger("medseg").setLevel(logging.WARNING)
         progress = False
     try:
-        return _train(ctx, DataSource.of(data), Path(out), config=config, overrides=overrides, resume=resume,
-                      overwrite=overwrite, progress=progress, assignment=assignment)
+        out, clock, val_pairs = _train(ctx, DataSource.of(data), Path(out), config=config, overrides=overrides,
+                                       resume=resume, overwrite=overwrite, progress=progress, assignment=assignment,
+                                       tune=finish is not None)
     finally:
         ctx.restore_sigterm()
         shutdown(ctx)
+    if ctx.is_main and finish is not None and clock.tune_images:
+        finish(out, clock, val_pairs)
+    return out
+
+
+def tuning_note(cfg: Config, n_val: int) -> str | None:
+    """Why the run does not choose its post-processing at the end (None: it does)."""
+    if not cfg.train.tune_postprocess:
+        return "off (train.tune_postprocess=false)"
+    if cfg.model.classes > 1:
+        return "not tuned: multi-class runs take the argmax of the classes, with no threshold or clean-up"
+    if n_val == 0:
+        return "not tuned: the run has no validation images"
+    return None
 
 
 def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides, resume: bool, overwrite: bool,
-           progress: bool, assignment: dict[str, str] | None) -> Path:
+           progress: bool, assignment: dict[str, str] | None, tune: bool) -> tuple[Path, RunBudget, list]:
     session_start = take_start()  # the time budget counts from here (medseg train: from the command's start)
     main = ctx.is_main
     resume_state = None
@@ -244,6 +268,10 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                       for e in range(1, cfg.train.epochs + 1))
     clock = RunBudget.from_minutes(cfg.train.time_budget_min, session_start,
                                    model_bytes=sum(p.numel() * 4 for p in model.parameters()))
+    note = tuning_note(cfg, n_val) if tune else None
+    clock.tune_images, clock.world = (n_val if tune and note is None else 0), ctx.world
+    if note:
+        log.info("post-processing: %s", note)
     if patch:  # pixels a validation image's overlapping windows cover, against one training patch
         windows_per_side = (cfg.infer.train_side or patch) * cfg.data.scale / (patch * (1 - cfg.infer.overlap))
         clock.val_pixel_ratio = max(1.0, windows_per_side ** 2)
@@ -366,6 +394,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", best_val_dice=f"{max(st['best_dice'], 0):.4f}",
                             lr=f"{lr:.1e}")
         if stopped:  # SIGTERM: the images of this epoch done so far are kept in the resume state
+            clock.tune_images = 0  # an unfinished run: tuned when it ends
             if main:
                 save_last(float("nan"))
             stop_reason = f"stopped by SIGTERM during epoch {epoch}; resume state saved in {out / LAST}"
@@ -435,6 +464,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             (progress_write if progress else log.info)(msg)
         if stopped:
             stop_reason = f"stopped by SIGTERM after epoch {epoch}; resume state saved in {out / LAST}"
+            clock.tune_images = 0
             break
         if out_of_time:
             stop_reason = (f"time budget of {cfg.train.time_budget_min:g} min reached"
@@ -447,5 +477,5 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             break
     log.info("%s; best val Dice %.4f at epoch %d; run folder %s", stop_reason, st["best_dice"],
              st["best_epoch"], out)
-    return out
+    return out, clock, prepared.splits["val"]
 

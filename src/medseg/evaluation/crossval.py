@@ -38,7 +38,7 @@ from medseg.evaluation.intervals import add_intervals
 from medseg.evaluation.pixel_scores import image_histograms, pooled_scores
 from medseg.evaluation.surface import SURFACE_NAMES
 from medseg.inference.postprocess import Postprocess
-from medseg.inference.postprocess_tuning import search
+from medseg.inference.postprocess_tuning import search, tune_after_training
 from medseg.inference.predictor import Predictor
 from medseg.io.files import write_text_atomic
 from medseg.io.tables import write_per_image_csv, write_summary_json
@@ -89,7 +89,7 @@ def train_cv(data: DataSource | str | Path | None, out: str | Path, *, folds: in
         log.info("fold %d/%d: %d training, %d validation images", i + 1, folds,
                  sum(v == "train" for v in assignment.values()), sum(v == "val" for v in assignment.values()))
         train(data, fold_dir(out, i), config=config, overrides=fold_overrides, overwrite=overwrite, resume=resume,
-              progress=progress, assignment=assignment)
+              progress=progress, assignment=assignment, finish=tune_after_training)
     if summarise:
         summarise_cv(out, data, progress=progress)
     return out
@@ -110,7 +110,7 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
     cases, probas, truths, rois, fold_of = [], [], [], [], []
     spec = None
     for i in done:
-        predictor = Predictor.load(fold_dir(run, i))
+        predictor = Predictor.load(fold_dir(run, i), overrides=["infer.crf=false"])  # the fold's raw probabilities
         spec = TargetSpec.from_config(predictor.config)
         if predictor.config.model.classes > 1:
             raise DataError("the cross-validation summary handles binary runs; multi-class folds are trained but "
@@ -154,7 +154,7 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
               | {"ci95": summary["ci95"]},
               "postprocess": choice.describe(), "infer": choice.as_infer_settings(), "trials": trials}
     write_summary_json(run / "cv_summary.json", result)
-    plan["infer"] = choice.as_infer_settings()
+    plan["infer"] = {**choice.as_infer_settings(), "crf": False}  # over each fold's own choice
     write_text_atomic(run / PLAN, json.dumps(plan, indent=2) + "\n")
     log.info("cross-validation (%d of %d folds): pooled out-of-fold Dice %.4f; post-processing %s",
              len(done), plan["folds"], summary["dice"], choice.describe())

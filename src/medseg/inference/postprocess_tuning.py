@@ -12,12 +12,16 @@ Each is kept only if it raises mean Dice over everything kept so far.
 The choice is written into the run's checkpoint config (``infer`` section) and ``config.yaml``, so
 ``medseg predict``, ``medseg.load``, evaluation and export all use it, and the trials go to
 ``RUN/postprocess.json``.
+
+``medseg train`` runs the same search at its end (:func:`tune_after_training`, ``train.tune_postprocess``)
+on the val split, inside the time budget; ``medseg tune-postprocess RUN`` later replaces its choice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import numpy as np
 
 from medseg.config import save_config, validate
 from medseg.data.source import DataSource
+from medseg.engine.budget import RunBudget, spread
 from medseg.engine.checkpoint import load_checkpoint, resolve_checkpoint, write_payload
 from medseg.errors import MedsegError
 from medseg.inference.postprocess import Postprocess
@@ -38,6 +43,14 @@ log = logging.getLogger(__name__)
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.801, 0.05))
 MIN_OBJECT_FRACTIONS = (0.0005, 0.001, 0.0025, 0.005, 0.01)
 REPORT_FILE = "postprocess.json"
+#: The automatic tuning at the end of training needs at least this many validation images (or all of them).
+MIN_TUNE_IMAGES = 10
+#: Mean-Dice passes over the validation images in :func:`search`: baseline, 13 thresholds, largest
+#: component, fill holes, 5 object sizes, with the connected components counted twice.
+SEARCH_PASSES = 30
+#: The automatic tuning holds at most this many pixels of probabilities (float32) and masks in memory
+#: (about 1 GB): a folder of large photos is tuned on its first spread images up to this size.
+MAX_TUNE_PIXELS = 200_000_000
 
 
 def mean_dice(pp: Postprocess, probas: list[np.ndarray], truths: list[np.ndarray]) -> float:
@@ -83,16 +96,23 @@ def search(probas: list[np.ndarray], truths: list[np.ndarray], start: Postproces
     return best, use_crf, trials
 
 
-def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = False
+def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = False, deadline: float | None = None,
+            max_pixels: float = np.inf
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None, list[str]]:
     """Foreground probabilities, true masks (bool), with ``crf`` CRF-refined probabilities of ``pairs``, and
-    the case ids of the pairs that could not be read (their errors are logged)."""
+    the case ids of the pairs that could not be read (their errors are logged); only the pairs predicted
+    before ``deadline`` (time.monotonic) and within ``max_pixels`` in all."""
     from medseg.data.readers import TargetSpec, read_pair_target
 
     spec = TargetSpec.from_config(predictor.config)  # masks read as the run trained (data.invert_masks)
     probas, truths, refined, failed = [], [], [], []
     bar = progress_bar(total=len(pairs), desc="predicting validation", unit="img", enabled=progress)
+    pixels = 0
     for r in predictor.stream_pairs(pairs):
+        if deadline is not None and time.monotonic() > deadline or pixels >= max_pixels:
+            log.warning("post-processing tuning: %s after %d of %d images", "memory cap reached" if
+                        pixels >= max_pixels else "time is up", len(probas), len(pairs))
+            break
         bar.update(1)
         if r.error is not None:
             failed.append(r.item.case_id)
@@ -107,6 +127,7 @@ def collect(predictor: Predictor, pairs, *, progress: bool = True, crf: bool = F
             failed.append(pair.case_id)
             continue
         probas.append(proba)
+        pixels += proba.size
         truths.append(truth)
         if crf:
             from medseg.inference.crf import crf_refine
@@ -139,16 +160,37 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
     run = Path(run)
     if run.suffix.lower() == ".onnx":
         raise MedsegError(f"{run} is an ONNX file; tune the run it was exported from, then export again")
+    report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
+    pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
+    unusable = unusable_in_split(report, split, run if run.is_dir() else run.parent)
+    return tune_pairs(run, pairs, split=split, progress=progress, store=store, unusable=unusable)
+
+
+def tune_pairs(run: Path, pairs: list, *, split: str, progress: bool = True, store: bool = True,
+               deadline: float | None = None, max_pixels: float = np.inf, unusable: list[str] = ()
+               ) -> dict[str, Any] | None:
+    """:func:`tune_postprocess` on the data pairs ``pairs`` of ``split`` (``unusable``: case ids of the
+    split the data check already refused, reported with those that fail here). With ``deadline``
+    (time.monotonic), only the images predicted by then (and within ``max_pixels``) are used, and None
+    is returned (nothing stored) when fewer than :data:`MIN_TUNE_IMAGES` were, or when the search would
+    end after the deadline."""
     from medseg.inference.crf import crf_available
 
+    t0 = time.monotonic()
     loaded = Predictor.load(run)
     start, had_crf = loaded.postprocess, loaded.config.infer.crf
     predictor = loaded.with_overrides(["infer.crf=false"])  # raw probabilities; the CRF is one of the candidates
-    report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
-    pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
-    probas, truths, refined, failed = collect(predictor, pairs, progress=progress, crf=crf_available())
-    failed = sorted(failed + unusable_in_split(report, split, run if run.is_dir() else run.parent))
+    probas, truths, refined, failed = collect(predictor, pairs, progress=progress, crf=crf_available(),
+                                              deadline=deadline, max_pixels=max_pixels)
+    failed = sorted([*failed, *unusable])
+    if deadline is not None and len(probas) < min(len(pairs), MIN_TUNE_IMAGES):
+        return None
+    p0 = time.monotonic()
     before = mean_dice(start, refined if had_crf and refined else probas, truths)
+    if deadline is not None and time.monotonic() + SEARCH_PASSES * (time.monotonic() - p0) > deadline:
+        log.warning("post-processing tuning: the search (about %.0f s) would end after the time budget",
+                    SEARCH_PASSES * (time.monotonic() - p0))
+        return None
     choice, use_crf, trials = search(probas, truths, start, refined)
     settings = {**choice.as_infer_settings(), "crf": use_crf}
     after = mean_dice(choice, refined if use_crf else probas, truths)
@@ -160,6 +202,33 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
     if store:
         file = store_in_run(run, settings)
         result["stored_in"] = str(file)
+        result["seconds"] = time.monotonic() - t0
         write_text_atomic(file.parent / REPORT_FILE, json.dumps(result, indent=2) + "\n")
         log.info("post-processing %s stored in %s", result["setting_after"], file)
+    return result
+
+
+def tune_after_training(run: Path, clock: RunBudget, val_pairs: list) -> dict[str, Any] | None:
+    """The end of ``medseg train`` (``train.tune_postprocess``): :func:`tune_pairs` on the val split, on the
+    evenly spread images that fit in what is left of the time budget (all when it is unbounded); skipped,
+    with one line saying why, when fewer than :data:`MIN_TUNE_IMAGES` fit. Returns the report or None."""
+    now = time.monotonic()
+    k = clock.tune_images_that_fit(now)
+    need = min(len(val_pairs), MIN_TUNE_IMAGES)
+    if k < need:
+        per = clock.tune_seconds_per_image() or 0.0
+        log.warning("post-processing not tuned: about %.0f s for %d validation images do not fit in the %.0f s left "
+                    "of the time budget (run `medseg tune-postprocess %s` to tune it)", per * need, need,
+                    max(clock.left(now), 0.0), run)
+        return None
+    chosen = [val_pairs[i] for i in spread(len(val_pairs), k)]
+    deadline = None if not clock.bounded else clock.start + clock.total - clock.margin()
+    result = tune_pairs(run, chosen, split="val", progress=False, deadline=deadline, max_pixels=MAX_TUNE_PIXELS)
+    if result is None:
+        log.warning("post-processing not tuned: it did not fit in the time budget (run `medseg tune-postprocess "
+                    "%s` to tune it)", run)
+        return None
+    subset = "" if len(chosen) == len(val_pairs) else f" of {len(val_pairs)}"
+    log.info("post-processing: %s; val Dice %.4f -> %.4f (%d%s images, %.0f s)", result["setting_after"],
+             result["dice_before"], result["dice_after"], result["n_images"], subset, result["seconds"])
     return result
