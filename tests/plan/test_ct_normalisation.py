@@ -112,7 +112,8 @@ def test_training_input_is_the_zscored_hu_within_quantisation(ct_data):
 def test_trained_ct_run_predicts_as_it_validated(ct_data, tmp_path):
     planned = plan_data(ct_data, machine=_machine(), with_pretrained=False,
                         overrides=["data.image_size=64", "train.epochs=2", "train.time_budget_min=3",
-                                   "train.ema=null", "train.val_every_s=null", "train.precision=fp32"])
+                                   "train.ema=null", "train.val_every_s=null", "train.precision=fp32",
+                                   "train.tune_postprocess=false"])  # evaluate with the threshold validation used
     planned.write(tmp_path / "plan.yaml")
     run = medseg.train(ct_data, tmp_path / "run", config=tmp_path / "plan.yaml", progress=False)
     assert (run / "config.yaml").read_text().count("normalize: ct") == 1
