@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import medseg
-from conftest import TINY
 from medseg.config import build_config
 from medseg.engine.budget import TUNE_SHARE, RunBudget
 from medseg.engine.train import tuning_note
 from medseg.inference.postprocess import Postprocess
 from medseg.inference.postprocess_tuning import MIN_TUNE_IMAGES, tune_after_training, tune_postprocess
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
