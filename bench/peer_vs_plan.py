@@ -10,7 +10,9 @@ each image's original size (DRIVE: inside the field of view, from fov_masks/, as
 
 - peer: bench/configs/peer.yaml (MONAI UNet 32-512, letterbox 256, Dice+BCE, AdamW 1e-3 cosine, batch 8);
 - default: the default preset (SMP U-Net ResNet-34, from scratch);
-- plan: ``medseg.plan(DATA, budget_min=MINUTES)`` (machine probed here; its run time is recorded).
+- plan: the command ``medseg train DATA --time-budget MINUTES`` (plans first, inside the budget, and
+  chooses the post-processing at the end; the planning time is recorded). The default trains through
+  ``medseg.train`` (post-processing chosen too); the peer is the bare recipe (engine train, none).
 
 ``--subset N`` trains on the first N pairs only (80 % train, 20 % val, a manifest under the results
 folder) to check the script quickly. Records the CPU model and flags (bf16, AMX, AVX-512), prints a
@@ -23,6 +25,8 @@ import argparse
 import csv
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,12 +34,13 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import medseg  # noqa: E402
 from _subset import machine  # noqa: E402
+from medseg.config import build_config  # noqa: E402
 from medseg.data.layouts import find_pairs  # noqa: E402
 from medseg.data.source import DataSource  # noqa: E402
 from medseg.engine.train import train  # noqa: E402
 from medseg.evaluation import evaluate  # noqa: E402
-from medseg.plan.run import plan_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -70,19 +75,22 @@ def run_one(name: str, key: str, minutes: float, subset: int | None) -> dict:
     t0 = time.monotonic()
     if name == "peer":
         train(source, run, config=PEER, overrides=over, overwrite=True, progress=False)
-    elif name == "default":
-        train(source, run, config="default", overrides=over + ["model.encoder_weights=none"], overwrite=True,
+    elif name == "default":  # medseg.train: the default preset as the product trains it (post-processing too)
+        medseg.train(source, run, config="default", overrides=over + ["model.encoder_weights=none"], overwrite=True,
               progress=False)
-    else:
-        planned = plan_data(source, budget_min=minutes, overrides=extra)
-        record["plan_seconds"] = planned.seconds
-        record["plan"] = {"mode": planned.plan.mode, "arch": planned.config.model.arch,
-                          "base_channels": planned.config.model.base_channels,
-                          "image_size": planned.config.data.image_size,
-                          "pending": {c.key: c.value for c in planned.plan.pending}}
-        planned.write(run / "plan.yaml")
-        train(source, run, config=run / "plan.yaml", overwrite=True, progress=False)
+    else:  # the product's own command: `medseg train DATA --time-budget MINUTES` plans inside the budget
+        cmd = [sys.executable, "-m", "medseg", "train", str(source), "-o", str(run), "--time-budget", f"{minutes:g}",
+               "--overwrite"] + [a for x in extra for a in ("--set", x)]
+        subprocess.run(cmd, check=True)
+        planned = build_config(file=run / "plan.yaml")
+        seconds = re.search(r"planned in ([0-9.]+) s", (run / "plan.yaml").read_text())
+        record["plan_seconds"] = float(seconds.group(1)) if seconds else None
+        record["plan"] = {"mode": "patches" if planned.data.patch_size else "letterbox",
+                          "arch": planned.model.arch, "base_channels": planned.model.base_channels,
+                          "image_size": planned.data.image_size}
     record["train_wall_s"] = round(time.monotonic() - t0, 1)
+    tuned = run / "postprocess.json"
+    record["postprocess"] = json.loads(tuned.read_text()) if tuned.is_file() else None
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     images = sum(int(r["train_images"]) for r in rows)
     seconds = sum(float(r["train_seconds"]) for r in rows)
