@@ -103,18 +103,21 @@ def _show(path: Path, root: Path | None) -> str:
     return str(path)
 
 
+def _size_mismatch(pair: Pair, shape: tuple[int, int], size, subject: str, root) -> list[Problem]:
+    """A ``size-mismatch`` problem when a mask of ``shape`` (H, W) is not its image's ``size`` (W, H)."""
+    if size is None or shape == (size[1], size[0]):
+        return []
+    return [Problem(pair.case_id, pair.mask, "size-mismatch", f"{subject} is {shape[1]}x{shape[0]} but its image "
+                    f"({_show(pair.image, root)}) is {size[0]}x{size[1]}; image and mask must have the same size")]
+
+
 def _check_labels(pair: Pair, target: TargetSpec, subject: str, size, root) -> tuple[list[Problem], str | None]:
     """Multi-class masks: label maps 0..K-1, or colours of ``target.palette``."""
     try:
         labels = read_pair_target(pair, target)
     except DataError as err:
         return [Problem(pair.case_id, pair.mask, "bad-mask", f"{subject}: {err}")], None
-    problems = []
-    if size is not None and labels.shape != (size[1], size[0]):
-        h, w = labels.shape
-        problems.append(Problem(pair.case_id, pair.mask, "size-mismatch",
-                                f"{subject} is {w}x{h} but its image ({_show(pair.image, root)}) is "
-                                f"{size[0]}x{size[1]}; image and mask must have the same size"))
+    problems = _size_mismatch(pair, labels.shape, size, subject, root)
     if not labels.any():
         problems.append(Problem(pair.case_id, pair.mask, "empty-mask",
                                 f"{subject} is empty (background only); it is used as a negative example",
@@ -198,11 +201,7 @@ def _check_image_and_mask(pair: Pair, root: Path | None, target: TargetSpec | No
     if binary is None:
         problems.append(Problem(pair.case_id, pair.mask, "bad-mask", info.message))
         return problems, info.kind, None
-    if size is not None and binary.shape != (size[1], size[0]):
-        h, w = binary.shape
-        problems.append(Problem(pair.case_id, pair.mask, "size-mismatch",
-                                f"{subject} is {w}x{h} but its image ({_show(pair.image, root)}) is "
-                                f"{size[0]}x{size[1]}; image and mask must have the same size"))
+    problems += _size_mismatch(pair, binary.shape, size, subject, root)
     if info.noisy:
         problems.append(Problem(pair.case_id, pair.mask, "noisy-mask", info.message, fatal=False))
     if pair.extra_masks:

@@ -64,15 +64,6 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` (the current request's id, ``-`` outside requests)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = REQUEST_ID.get()
-        return True
-
-
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "request_id": REQUEST_ID.get()}, status_code=status, headers=headers)
 

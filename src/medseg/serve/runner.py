@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from medseg.errors import MedsegError
-from medseg.serve.security import TOKEN_ENV, load_token
+from medseg.serve.security import TOKEN_ENV, install_request_id_logging, load_token
 from medseg.serve.settings import ServeSettings
 
 log = logging.getLogger("medseg.serve")
@@ -33,11 +33,9 @@ def is_loopback(host: str) -> bool:
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Every log line names its request id (``-`` outside requests)."""
-    from medseg.serve.app import RequestIdFilter
-
+    install_request_id_logging()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
