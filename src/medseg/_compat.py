@@ -28,11 +28,6 @@ _SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
             "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
-def _is_missing_extension_error(err: BaseException) -> bool:
-    text = str(err)
-    return "torchvision::" in text and "does not exist" in text
-
-
 def _forget_partial_import() -> None:
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
@@ -54,7 +49,7 @@ def import_torchvision(importer=importlib.import_module) -> ModuleType:
     try:
         return importer("torchvision")
     except RuntimeError as err:
-        if not _is_missing_extension_error(err):
+        if not ("torchvision::" in str(err) and "does not exist" in str(err)):
             raise
         log.debug("torchvision extension did not load (%s); defining operator schemas", err)
     _forget_partial_import()

@@ -397,8 +397,8 @@ def _explain(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            section = _section_for(e["loc"][:-1])
-            names = list(section.model_fields) if section else []
+            prefix = "".join(f"{part}." for part in e["loc"][:-1])  # the names of the section holding the key
+            names = list(dict.fromkeys(k[len(prefix):].split(".")[0] for k in _dotted_keys() if k.startswith(prefix)))
             msgs.append(f"unknown key {loc!r}{_suggest_key(loc, names)}; valid keys here: {', '.join(names)}")
         elif e["type"] == "literal_error":
             expected = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
@@ -431,16 +431,6 @@ def _suggest_key(loc: str, section_names: list[str]) -> str:
         return f" (did you mean {same_leaf[0]!r}?)"
     close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else did_you_mean(leaf, section_names)
-
-
-def _section_for(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
 
 
 def build_config(preset: str | None = None, file: str | Path | None = None,

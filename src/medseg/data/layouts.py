@@ -169,16 +169,15 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
         if not folder.is_dir():
             raise DataError(f"data folder {folder} does not exist" if not folder.exists()
                             else f"{folder} is a file; expected a folder of images")
-    if images_dir.resolve() != masks_dir.resolve():
+    if images_dir.resolve() == masks_dir.resolve():
+        images, masks = _split_flat(_image_files(images_dir))
+    else:  # masks may also be LabelMe JSON files (any format of medseg.io.formats with read_labels)
         from medseg.io.dicom_series import has_dicom
 
         if has_dicom(images_dir):
             from medseg.data.dicom_layout import match_dicom
 
             return match_dicom(images_dir, masks_dir)
-    if images_dir.resolve() == masks_dir.resolve():
-        images, masks = _split_flat(_image_files(images_dir))
-    else:  # masks may also be LabelMe JSON files (any format of medseg.io.formats with read_labels)
         images = _image_files(images_dir)
         masks = _image_files(masks_dir, masks=True)
     masks, rois = _separate_rois(images, masks)
@@ -214,11 +213,8 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
             pairs.append(Pair(img.stem, img, found[0], roi=rois.get(img.stem)))
         if key is not None:
             used.add(key)
-    for key, files in by_key.items():
-        if key not in used:
-            for m in files:
-                problems.append(Problem(m.stem, m, "missing-image",
-                                        f"mask {m} has no image in {images_dir}"))
+    problems += [Problem(m.stem, m, "missing-image", f"mask {m} has no image in {images_dir}")
+                 for key, files in by_key.items() if key not in used for m in files]
     rule = f"mask suffix '{mask_sfx}'" if mask_sfx else "same names"
     if img_sfx:
         rule += f", image suffix '{img_sfx}'"

@@ -9,7 +9,6 @@ for both are compared. Lower is better for HD95.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from medseg.data.source import DataSource
 from medseg.errors import DataError, MedsegError
 from medseg.evaluation.stats import paired_comparison
 from medseg.io.images import read_mask
-from medseg.io.tables import write_per_image_csv, write_summary_json
+from medseg.io.tables import read_per_image_csv, write_per_image_csv, write_summary_json
 from medseg.metrics import image_metrics
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,7 @@ def _rows(source: Path, data, split: str, out: Path, name: str) -> list[dict[str
     from medseg.evaluation.evaluate import evaluate
 
     evaluate(source, data, split=split, out=out / name, progress=False)
-    with open(out / name / "per_image.csv", newline="") as f:
-        return [{k: (v if k == "case_id" else float(v) if v not in ("", None) else np.nan) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+    return read_per_image_csv(out / name / "per_image.csv")
 
 
 def compare(a: str | Path, b: str | Path, data: DataSource | str | Path | None, *, split: str = "val",

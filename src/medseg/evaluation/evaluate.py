@@ -142,11 +142,9 @@ def evaluate(run: str | Path, data: DataSource | str | Path | None = None, *, sp
     cfg = predictor.config
     spec = TargetSpec.from_config(cfg)  # the run's own reading of masks: classes, palette, inversion
     multiclass = cfg.model.classes > 1
-    colours = None
     if overlays:
         from medseg.inference.overlay import class_colours, make_overlay
-
-        colours = class_colours(cfg) if multiclass else None
+    colours = class_colours(cfg) if overlays and multiclass else None
     spacings = {p.case_id: spacing or pair_spacing(p) for p in pairs} if surface else {}
     n_spacing = sum(v is not None for v in spacings.values())
     extra_names = (SURFACE_NAMES + (tuple(f"{k}_mm" for k in SURFACE_NAMES) if n_spacing else ())) if surface else ()
@@ -174,8 +172,7 @@ def evaluate(run: str | Path, data: DataSource | str | Path | None = None, *, sp
         mask = predictor.to_mask(proba)
         pred = mask if multiclass else mask > 0
         extra = surface_extra(spacings[pair.case_id], tolerance_px, tolerance_mm, n_spacing > 0) if surface else None
-        if roi is not None:
-            n_roi += 1
+        n_roi += roi is not None
         metrics = score_image(acc, pair.case_id, pred, truth, roi, multiclass=multiclass, extra=extra)
         if not multiclass:
             hists.append(image_histograms(proba, truth, roi))
@@ -206,11 +203,9 @@ def evaluate(run: str | Path, data: DataSource | str | Path | None = None, *, sp
     if qc:
         from medseg.evaluation.qc import calibrate, write_qc
 
-        for row, score in zip(rows, qc_scores, strict=True):
-            row["qc_score"] = score
         summary["qc"] = calibrate(np.array(qc_scores), np.array([r["iou"] for r in rows]), seed=seed)
-        for row in rows:
-            row["qc_flag"] = int(row["qc_score"] >= summary["qc"]["threshold"])
+        for row, score in zip(rows, qc_scores, strict=True):
+            row.update(qc_score=score, qc_flag=int(score >= summary["qc"]["threshold"]))
         write_qc(out / "qc.json", summary["qc"])
     summary.update(split=split, threshold=predictor.threshold, checkpoint=predictor.source,
                    data=str(source), tta=predictor.plan.members(predictor.backend.flips) > 1)

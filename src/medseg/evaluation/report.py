@@ -9,7 +9,6 @@ It reads ``RUN/eval_SPLIT/`` (what ``medseg evaluate`` wrote), or evaluates firs
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -23,6 +22,7 @@ from medseg.data.source import DataSource
 from medseg.errors import MedsegError
 from medseg.evaluation.tables import fmt, interval, metrics_rows
 from medseg.io.files import write_text_atomic
+from medseg.io.tables import read_per_image_csv
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -52,12 +52,6 @@ def _table(header: list[str], rows: list[tuple]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: (v if k == "case_id" else float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
-                for r in csv.DictReader(f)]
 
 
 def _figures(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
@@ -125,7 +119,7 @@ def _cv_section(run: Path) -> str:
 def build_html(run: Path, eval_dir: Path, worst: int = 8) -> str:
     """The report's HTML text for a run and an evaluation folder (summary.json, per_image.csv)."""
     summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
-    rows = _read_rows(eval_dir / "per_image.csv")
+    rows = read_per_image_csv(eval_dir / "per_image.csv")
     title = f"medseg report: {run.name}, split {summary.get('split', '?')}"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",

@@ -1,4 +1,4 @@
-"""Report files: one CSV line per image and a summary JSON, both written atomically.
+"""Report files: one CSV line per image and a summary JSON, both written atomically, and the CSV read back.
 
 Used by ``medseg evaluate``, ``medseg compare`` and the cross-validation summary. JSON has no NaN or
 infinity: they are written as ``null`` (RFC 8259 allows neither), numpy scalars as plain numbers.
@@ -32,6 +32,14 @@ def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> 
     path = Path(path)
     write_text_atomic(path, buf.getvalue())
     return path
+
+
+def read_per_image_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a :func:`write_per_image_csv` file: ``case_id`` as text, every other column a float
+    (an empty cell is NaN)."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return [{k: (v if k == "case_id" else float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
+                for r in csv.DictReader(f)]
 
 
 def json_safe(value: Any) -> Any:

@@ -154,9 +154,9 @@ class Fingerprint:
             fg_text = (f"; foreground 0.5-99.5 % {fg.p0_5:g}-{fg.p99_5:g}, mean {fg.mean:g}, std {fg.std:g}"
                        if fg else "")
             lines.append(f"stored values{unit}: 0.5-99.5 % {mv.p0_5:g}-{mv.p99_5:g}, median {mv.p50:g}{fg_text}")
-        classes = ", ".join(f"{k}: {v:.1%}" for k, v in self.classes.items())
+        classes, share = ", ".join(f"{k}: {v:.1%}" for k, v in self.classes.items()), self.foreground_fraction
         lines += [f"classes (pixel share): {classes}",
-                  f"foreground per image: {_percent(self.foreground_fraction)}",
+                  f"foreground per image: median {share.median:.1%} (5-95 %: {share.p5:.1%}-{share.p95:.1%})",
                   f"objects per image: {self.objects_per_image}"]
         if self.object_area:
             lines.append(f"object area (px): {self.object_area}")
@@ -179,10 +179,6 @@ class Fingerprint:
             lines.append(f"{len(self.unreadable)} pairs could not be read and were left out: "
                          + "; ".join(self.unreadable[:3]) + (" ..." if len(self.unreadable) > 3 else ""))
         return lines
-
-
-def _percent(d: Distribution) -> str:
-    return f"median {d.median:.1%} (5-95 %: {d.p5:.1%}-{d.p95:.1%})"
 
 
 def _fmt(v: float) -> str:

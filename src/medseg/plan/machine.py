@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 import time
+import timeit
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,13 +112,8 @@ def bf16_matmul_speedup(n: int = 1024, reps: int = 3) -> float:
 
     def best(dtype) -> float:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t)
-        return min(times)
+        a @ b  # warm-up
+        return min(timeit.repeat(lambda: a @ b, number=1, repeat=reps))
 
     return round(best(torch.float32) / max(best(torch.bfloat16), 1e-9), 2)
 

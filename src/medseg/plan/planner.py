@@ -116,10 +116,6 @@ def _round32(x: float) -> int:
     return max(32, int(math.ceil(x / 32.0)) * 32)
 
 
-def _steps(machine: Machine, net: Network, side: int, train_s: float, batch: int) -> float:
-    return machine.images_per_s(net.name, side) * train_s / batch
-
-
 def _pick(machine: Machine, networks: list[Network], sides: list[int], train_s: float, batch: int, n_train: int,
           plan: Plan) -> tuple[Network, int, float]:
     """Largest (pretrained first, then parameters, then side) candidate reaching TARGET_STEPS and
@@ -127,10 +123,11 @@ def _pick(machine: Machine, networks: list[Network], sides: list[int], train_s: 
     rows = []
     for net in networks:
         for side in sides:
-            steps = _steps(machine, net, side, train_s, batch)
+            img_per_s = machine.images_per_s(net.name, side)
+            steps = img_per_s * train_s / batch
             rows.append((net, side, steps))
             plan.candidates.append({"network": net.name, "params_m": net.params_m, "side": side,
-                                    "img_per_s": round(machine.images_per_s(net.name, side), 2),
+                                    "img_per_s": round(img_per_s, 2),
                                     "steps": int(steps)})
     feasible = [r for r in rows if r[2] >= TARGET_STEPS and r[2] * batch / n_train >= TARGET_EPOCHS]
     if feasible:
