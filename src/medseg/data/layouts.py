@@ -37,14 +37,13 @@ named after the frame, a DICOM SEG, or a NRRD/NIfTI label volume per series.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 from medseg.data.pairs import MASK_SUFFIXES, DataIndex, Pair, Problem
-from medseg.data.splits import load_splits, normalise_split
+from medseg.data.splits import load_splits, normalise_split, read_csv_table
 from medseg.errors import DataError
 from medseg.io.formats import image_suffixes, is_image_file, is_mask_file
 
@@ -222,13 +221,7 @@ def _match_folders(images_dir: Path, masks_dir: Path) -> tuple[list[Pair], list[
 
 
 def _read_manifest(path: Path) -> tuple[list[Pair], list[Problem], bool]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = [(h or "").strip().lower() for h in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"manifest {path} could not be read ({err})") from None
+    header, rows = read_csv_table(path, "manifest")
     if not rows:
         raise DataError(f"manifest {path} has no rows; expected a header 'image,mask[,split]' and one row "
                         "per pair")
@@ -238,8 +231,7 @@ def _read_manifest(path: Path) -> tuple[list[Pair], list[Problem], bool]:
     base = path.parent
     pairs: list[Pair] = []
     problems: list[Problem] = []
-    for line, raw in enumerate(rows, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+    for line, row in enumerate(rows, start=2):
         where = f"manifest {path.name} row {line}"
         if not row["image"]:
             problems.append(Problem(f"row{line}", path, "missing-image", f"{where} has no image path"))

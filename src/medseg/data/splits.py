@@ -90,25 +90,30 @@ def save_splits(path: str | Path, splits: dict[str, list[Pair]]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def load_splits(path: str | Path) -> dict[str, str]:
-    """{case id: split} from a CSV with columns ``image_id,split`` (``case_id`` or ``id`` also accepted)."""
-    path = Path(path)
+def read_csv_table(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a CSV file (UTF-8, a BOM allowed): column names stripped and lower-cased, cells
+    stripped. Raises DataError naming ``what`` and the file when it is missing or cannot be read."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
-            header = [(h or "").strip().lower() for h in reader.fieldnames or []]
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()} for raw in reader]
+            return [(h or "").strip().lower() for h in reader.fieldnames or []], rows
     except FileNotFoundError:
-        raise DataError(f"split file {path} does not exist") from None
+        raise DataError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"split file {path} could not be read ({err})") from None
+        raise DataError(f"{what} {path} could not be read ({err})") from None
+
+
+def load_splits(path: str | Path) -> dict[str, str]:
+    """{case id: split} from a CSV with columns ``image_id,split`` (``case_id`` or ``id`` also accepted)."""
+    path = Path(path)
+    header, rows = read_csv_table(path, "split file")
     id_col = next((c for c in _ID_COLUMNS if c in header), None)
     if id_col is None or "split" not in header:
         columns = ", ".join(header) or "(none)"
         raise DataError(f"split file {path} has columns {columns}; expected 'image_id,split'")
     mapping: dict[str, str] = {}
-    for line, raw in enumerate(rows, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+    for line, row in enumerate(rows, start=2):
         case_id, where = row[id_col], f"split file {path.name} row {line}"
         if not case_id:
             continue

@@ -136,12 +136,10 @@ def _charset(ds: Dataset, tags: list, notes: list[str]) -> None:
     if "SpecificCharacterSet" not in ds:
         return
     raw = ds.SpecificCharacterSet
-    terms = list(raw) if isinstance(raw, MultiValue) else [raw]
-    terms = [str(t or "").strip() for t in terms]
+    terms = [str(t or "").strip() for t in (raw if isinstance(raw, MultiValue) else [raw])]
     if all(t in _CHARSETS for t in terms) and any(terms):
         return
-    ascii_only = all(_is_ascii(ds[t].value) for t in tags if ds[t].VR in ("LO", "LT", "PN", "SH", "ST", "UC", "UT"))
-    if ascii_only:
+    if all(_is_ascii(ds[t].value) for t in tags if ds[t].VR in ("LO", "LT", "PN", "SH", "ST", "UC", "UT")):
         del ds.SpecificCharacterSet
         notes.append("SpecificCharacterSet removed (empty or unknown; the text is plain ASCII, the default "
                      "repertoire)")

@@ -15,7 +15,6 @@ import numpy as np
 
 from medseg.serve import outputs
 from medseg.serve.pool import Job
-from medseg.serve.security import UploadError
 
 
 @dataclass
@@ -69,9 +68,7 @@ def build_answer(job: Job, probas: list[np.ndarray], workdir: Path, *, fmt: str,
     masks = [predictor.to_mask(p) for p in probas]
     dicom = job.kind == "dicom"
     media = outputs.MEDIA_TYPES[fmt]
-    if fmt == "dicom-seg":
-        if not dicom:
-            raise UploadError(406, "a DICOM SEG can only answer a DICOM upload; ask for png or json")
+    if fmt == "dicom-seg":  # asked of DICOM uploads only (the app answers 406 to others)
         return Answer(media, outputs.dicom_seg_bytes(job.upload.dataset, masks, cfg, workdir))
     image, mask, proba = job.images()[0], masks[0], probas[0]
     if fmt == "png":
@@ -81,10 +78,9 @@ def build_answer(job: Job, probas: list[np.ndarray], workdir: Path, *, fmt: str,
     if fmt == "probability":
         return Answer(media, outputs.png_bytes(outputs.probability_image(proba), workdir))
     payload = summary(job, mask, model_id)
-    if fmt == "viewer":
+    if fmt == "viewer" or mask_in_json:
         payload["mask_png"] = outputs.b64(outputs.mask_png(mask, cfg, workdir, dicom=dicom))
+    if fmt == "viewer":
         payload["probability_png"] = outputs.b64(outputs.png_bytes(outputs.probability_image(proba), workdir))
         payload["image_jpeg"] = outputs.b64(outputs.jpeg_bytes(image))
-    elif mask_in_json:
-        payload["mask_png"] = outputs.b64(outputs.mask_png(mask, cfg, workdir, dicom=dicom))
     return Answer(media, payload=payload)
