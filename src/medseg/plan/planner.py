@@ -127,8 +127,7 @@ def _pick(machine: Machine, networks: list[Network], sides: list[int], train_s: 
             steps = img_per_s * train_s / batch
             rows.append((net, side, steps))
             plan.candidates.append({"network": net.name, "params_m": net.params_m, "side": side,
-                                    "img_per_s": round(img_per_s, 2),
-                                    "steps": int(steps)})
+                                    "img_per_s": round(img_per_s, 2), "steps": int(steps)})
     feasible = [r for r in rows if r[2] >= TARGET_STEPS and r[2] * batch / n_train >= TARGET_EPOCHS]
     if feasible:
         return max(feasible, key=lambda r: (r[0].pretrained, r[0].params_m, r[1]))
