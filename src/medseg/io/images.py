@@ -362,8 +362,7 @@ def load_mask(path: str | Path, *, subject: str | None = None) -> tuple[np.ndarr
         raw = _mask_array(im)
     except (ValueError, OSError) as err:
         raise _unsupported_mode("mask", path, im, err) from None
-    info, binary = _analyse(raw, subject or f"mask {path}")
-    return binary, info
+    return analyse_mask(raw, subject or f"mask {path}")
 
 
 def read_mask(path: str | Path) -> np.ndarray:
