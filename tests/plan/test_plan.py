@@ -17,7 +17,7 @@ from medseg.config import ModelConfig, build_config
 from medseg.models import create_model
 from medseg.plan.catalogue import CATALOGUE, FROM_SCRATCH
 from medseg.plan.machine import Machine, probe_machine
-from medseg.plan.planner import FIELDS, LETTERBOX_FLOOR, TARGET_EPOCHS, TARGET_STEPS, VAL_SHARE, config_has, make_plan
+from medseg.plan.planner import LETTERBOX_FLOOR, TARGET_EPOCHS, TARGET_STEPS, VAL_SHARE, make_plan
 from medseg.plan.run import plan_data
 from tests._dicom_factories import ct_slice
 from tests._factories import save
@@ -95,11 +95,8 @@ def test_thin_lines_need_patches_and_are_not_shrunk(tmp_path):
     fp = result.fingerprint
     assert fp.structure_width.median == 1.0
     assert result.plan.needs_patches
-    if config_has(FIELDS["patch_size"]):
-        assert result.plan.mode == "patches"
-        assert result.plan.value(FIELDS["scale"]) == 1.0  # 1-px lines: native resolution
-    else:  # fallback: whole images at native resolution
-        assert result.plan.mode == "letterbox" and result.config.data.image_size >= SIDE
+    assert result.plan.mode == "patches"
+    assert result.plan.value("data.scale") == 1.0  # 1-px lines: native resolution
     assert result.config.train.augment == "grey"
 
 
@@ -276,4 +273,4 @@ def test_a_large_dataset_gets_a_network_that_sees_every_image_often_enough(tmp_p
     assert chosen.params_m < CATALOGUE[f"{small.config.model.arch}{small.config.model.base_channels}"].params_m
     side = big.value("data.image_size")
     val_s = 400 / (3 * m.images_per_s(chosen.name, side))
-    assert val_s / big.value(FIELDS["val_every_s"]) <= VAL_SHARE + 1e-6
+    assert val_s / big.value("train.val_every_s") <= VAL_SHARE + 1e-6

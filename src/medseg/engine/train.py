@@ -121,18 +121,10 @@ def validate_epoch(model, dataset, criterion, rt: Runtime, mean_std, threshold: 
     return gathered_means(ctx, losses, dices, len(chosen))
 
 
-def train(
-    data: DataSource | str | Path | None,
-    out: str | Path,
-    *,
-    config: Config | str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    assignment: dict[str, str] | None = None,
-    finish: Callable[[Path, RunBudget, list], Any] | None = None,
-) -> Path:
+def train(data: DataSource | str | Path | None, out: str | Path, *, config: Config | str | Path | None = None,
+          overrides: list[str] | dict[str, Any] | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, assignment: dict[str, str] | None = None,
+          finish: Callable[[Path, RunBudget, list], Any] | None = None) -> Path:
     """Train a model on ``data`` (a :class:`DataSource` or a data folder) into the run folder ``out``; returns ``out``.
 
     ``config`` is a Config, a preset name or a YAML file (:func:`~medseg.config.resolve_config`), with

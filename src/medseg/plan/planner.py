@@ -8,8 +8,7 @@ Every decision reads figures of the :class:`~medseg.plan.fingerprint.Fingerprint
    that side keeps them so (large objects); thin structures or images longer than
    :data:`LARGE_IMAGE_PX` are trained on random patches at the scale that keeps them, with a third of
    the patches centred on foreground (nnU-Net's oversampling, Isensee et al. 2021) and sliding-window
-   inference at the same scale. Until the patch fields exist in the config (see :data:`FIELDS`), the
-   fallback letterboxes the whole image at that scale.
+   inference at the same scale.
 2. **Network and input side, for the budget.** Each candidate (catalogue network x side) gets
    ``steps = img/s x training seconds / batch`` from the machine's measured speed; the plan takes the
    largest network, then the largest side, that still reaches :data:`TARGET_STEPS` optimiser steps
@@ -60,27 +59,6 @@ FOREGROUND_OVERSAMPLE = 0.33
 #: EMA decay of the weights used for validation and the saved model
 EMA_DECAY = 0.999
 
-#: plan concepts -> config keys of the i9-patches branch. A key the config does not have (yet) is left out
-#: of the plan and listed under "pending" in its report; once the key exists it is emitted unchanged.
-FIELDS = {
-    "patch_size": "data.patch_size",
-    "scale": "data.scale",
-    "foreground_oversample": "data.foreground_oversample",
-    "ema": "train.ema",
-    "patience_min": "train.patience_min",
-    "val_every_s": "train.val_every_s",
-}
-
-
-def config_has(key: str) -> bool:
-    """Whether the dotted ``key`` (``data.patch_size``) is a field of :class:`~medseg.config.Config`."""
-    from medseg.config import Config
-
-    section, _, name = key.partition(".")
-    return name in Config.model_fields.get(section).annotation.model_fields \
-        if section in Config.model_fields else False
-
-
 @dataclass
 class Choice:
     key: str  # dotted config key
@@ -93,13 +71,12 @@ class Plan:
     """The planned config (a nested dict for :func:`medseg.config.validate`) and why each value."""
 
     choices: list[Choice] = field(default_factory=list)
-    pending: list[Choice] = field(default_factory=list)  # for config keys that do not exist yet
     candidates: list[dict] = field(default_factory=list)  # every (network, side) weighed, with its steps
     mode: str = "letterbox"  # what the config does: letterbox or patches
     needs_patches: bool = False  # the data asks for patches (thin structures or large images)
 
     def set(self, key: str, value: Any, why: str) -> None:
-        (self.choices if config_has(key) else self.pending).append(Choice(key, value, why))
+        self.choices.append(Choice(key, value, why))
 
     def config_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -109,7 +86,7 @@ class Plan:
         return out
 
     def value(self, key: str) -> Any:
-        return next((c.value for c in self.choices + self.pending if c.key == key), None)
+        return next((c.value for c in self.choices if c.key == key), None)
 
 
 def _round32(x: float) -> int:
@@ -166,28 +143,20 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
     thin = keep_side > LETTERBOX_FLOOR
     large = long_side > LARGE_IMAGE_PX
     plan.needs_patches = thin or large
-    patches_available = all(config_has(FIELDS[k]) for k in ("patch_size", "scale", "foreground_oversample"))
     scale = min(1.0, keep_side / long_side)
     native = _round32(long_side * scale)
-    if (thin or large) and patches_available:
+    if thin or large:
         plan.mode = "patches"
         sides = [s for s in PATCH_SIDES if s <= max(native, PATCH_SIDES[0])]
         why_mode = (f"{width_note}: the structures need a {keep_side:.0f} px side to stay {MIN_WIDTH_PX:g} px wide"
                     if thin else f"images are large (long side {long_side:.0f} px > {LARGE_IMAGE_PX})")
     else:
         plan.mode = "letterbox"
-        if thin or large:
-            sides = [min(native, SIDES[-1])]
-            at = "native resolution" if scale >= 1 else f"scale {scale:.2f}"
-            why_mode = (f"{width_note}: {'large images' if large else 'thin structures'} call for patches at {at}; "
-                        f"whole images are letterboxed at {at} instead (the patch fields {FIELDS['patch_size']}, "
-                        f"{FIELDS['scale']} are not in this config yet)")
-        else:
-            # not below the structures' side, nor below 256 px (the side where letterboxing is known to work)
-            # unless the images are smaller; larger sides only when the budget affords them
-            lo = max(_round32(keep_side), min(LETTERBOX_FLOOR, _round32(long_side)))
-            sides = [s for s in SIDES if lo <= s <= max(lo, min(_round32(long_side), 512))] or [lo]
-            why_mode = f"{width_note}: objects survive letterboxing to {lo} px or more"
+        # not below the structures' side, nor below 256 px (the side where letterboxing is known to work)
+        # unless the images are smaller; larger sides only when the budget affords them
+        lo = max(_round32(keep_side), min(LETTERBOX_FLOOR, _round32(long_side)))
+        sides = [s for s in SIDES if lo <= s <= max(lo, min(_round32(long_side), 512))] or [lo]
+        why_mode = f"{width_note}: objects survive letterboxing to {lo} px or more"
 
     # ---- 2. network and side for the budget
     net, side, steps = _pick(machine, networks, sides, train_s, batch, n_train, plan)
@@ -205,10 +174,10 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
             plan.set(f"model.{key}", value, f"part of network {net.name}")
     if plan.mode == "patches":
         plan.set("data.image_size", side, "patch side (the network input)")
-        plan.set(FIELDS["patch_size"], side, f"{why_mode}; largest patch affordable: {speed}")
-        plan.set(FIELDS["scale"], round(scale, 3), f"resampling factor keeping the median structure "
+        plan.set("data.patch_size", side, f"{why_mode}; largest patch affordable: {speed}")
+        plan.set("data.scale", round(scale, 3), f"resampling factor keeping the median structure "
                  f">= {MIN_WIDTH_PX:g} px ({width_note})")
-        plan.set(FIELDS["foreground_oversample"], FOREGROUND_OVERSAMPLE, "nnU-Net samples a third of patches "
+        plan.set("data.foreground_oversample", FOREGROUND_OVERSAMPLE, "nnU-Net samples a third of patches "
                  "around foreground")
     else:
         plan.set("data.image_size", side, f"letterbox: {why_mode}; {speed}")
@@ -221,15 +190,15 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
     plan.set("train.patience", max(15, int(epochs_expected) + 1),
              f"more than the {epochs_expected:.1f} epochs the budget allows: epoch-counted patience must not "
              "end a short run early")
-    plan.set(FIELDS["patience_min"], round(budget_min / 3, 2), "early stopping after a third of the budget "
+    plan.set("train.patience_min", round(budget_min / 3, 2), "early stopping after a third of the budget "
              "without a better val Dice")
     # a forward pass costs about a third of a training step; sliding validation runs overlapping windows
     windows = math.ceil(long_side * scale / (0.75 * side)) ** 2 if plan.mode == "patches" else 1
     val_s = (fp.n_pairs - n_train) * windows / (3 * ips)
     every = math.ceil(max(30.0, budget_min * 60 / 20, val_s / VAL_SHARE) * 10) / 10
-    plan.set(FIELDS["val_every_s"], every, f"about {budget_min * 60 / every:.0f} validations per run, "
+    plan.set("train.val_every_s", every, f"about {budget_min * 60 / every:.0f} validations per run, "
              f"each ~{val_s:.0f} s ({fp.n_pairs - n_train} images), at most {VAL_SHARE:.0%} of the budget")
-    plan.set(FIELDS["ema"], EMA_DECAY, "EMA of the weights for validation and the saved model")
+    plan.set("train.ema", EMA_DECAY, "EMA of the weights for validation and the saved model")
     plan.set("optim.name", "adamw", "AdamW, the from-scratch recipe of the issue-9 peer")
     lr = 1e-4 if net.pretrained else 1e-3
     plan.set("optim.lr", lr, "pretrained encoder: 1e-4" if net.pretrained else "from scratch: 1e-3")

@@ -76,10 +76,6 @@ class PlanResult:
         out += ["", "## Machine", ""] + [f"- {line}" for line in self.machine.summary_lines()]
         out += ["", "## Choices", "", "| setting | value | why |", "|---|---|---|"]
         out += [f"| `{c.key}` | `{c.value}` | {c.why} |" for c in self.plan.choices]
-        if self.plan.pending:
-            out += ["", "## Pending (config fields this medseg does not have yet; emitted once they exist)", "",
-                    "| setting | value | why |", "|---|---|---|"]
-            out += [f"| `{c.key}` | `{c.value}` | {c.why} |" for c in self.plan.pending]
         out += ["", "## Candidates weighed", "", "| network | parameters (M) | side | img/s | optimiser steps |",
                 "|---|---|---|---|---|"]
         out += [f"| {c['network']} | {c['params_m']} | {c['side']} | {c['img_per_s']} | {c['steps']} |"
@@ -102,7 +98,6 @@ class PlanResult:
     def summary_lines(self) -> list[str]:
         lines = [f"plan ({self.plan.mode}), budget {self.budget_min:g} min, planned in {self.seconds:.1f} s:"]
         lines += [f"  {c.key} = {c.value}: {c.why}" for c in self.plan.choices]
-        lines += [f"  (pending) {c.key} = {c.value}: {c.why}" for c in self.plan.pending]
         return lines
 
 
