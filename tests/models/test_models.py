@@ -222,3 +222,10 @@ def test_cli_models_table():
     assert "tu-convnext_tiny" in listed.output
     bad = CliRunner().invoke(app, ["models", "--arch", "nope"])
     assert bad.exit_code != 0
+
+
+def test_model_label_names_the_encoder_only_where_the_architecture_takes_one():
+    from medseg.models import model_label
+
+    assert model_label(ModelConfig(arch="unet", encoder="resnet18")) == "unet-resnet18"
+    assert model_label(ModelConfig(arch="monai_unet", base_channels=32, encoder_weights=None)) == "monai_unet-32"

@@ -54,7 +54,7 @@ from medseg.engine.validation import gathered_means, logit_dices
 from medseg.errors import CheckpointError
 from medseg.io.files import remove_stale_temps, write_text_atomic
 from medseg.losses import build_loss
-from medseg.models import create_model, main_logits, model_summary
+from medseg.models import create_model, main_logits, model_label, model_summary
 from medseg.models.weights import load_encoder_weights
 from medseg.progress import progress_bar
 from medseg.progress import write as progress_write
@@ -251,8 +251,8 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
     config_dict = cfg.model_dump(mode="json")
     if main:
         save_config(cfg, out / "config.yaml")
-    log.info("model %s/%s (%.1f M parameters) on %s; %d process(es) x %d accumulation x %d images = %d per step",
-             cfg.model.arch, cfg.model.encoder, model_summary(model)["parameters_m"], rt.describe(),
+    log.info("model %s (%.1f M parameters) on %s; %d process(es) x %d accumulation x %d images = %d per step",
+             model_label(cfg.model), model_summary(model)["parameters_m"], rt.describe(),
              ctx.world, batches.accum, batches.micro, batches.effective)
 
     # ---- state (fresh or resumed)
@@ -444,7 +444,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
         finishing = stopped or out_of_time or patience_hit or epoch == cfg.train.epochs
         if main:  # metrics.csv first: it is never behind last.pt (which also carries the history)
             write_history(out / "metrics.csv", history)
-            plot_curves(out / "curves.png", history, title=f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}")
+            plot_curves(out / "curves.png", history, title=f"{cfg.name}: {model_label(cfg.model)}")
             if finishing or time.monotonic() - last_saved >= cfg.train.checkpoint_every_s:
                 save_last(val_dice)
                 last_saved = time.monotonic()

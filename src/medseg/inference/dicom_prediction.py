@@ -179,9 +179,10 @@ def _write(predictor, series: Series, labels: list[np.ndarray], source: Path, ou
 def seg_description(cfg) -> dict:
     """The keyword arguments of :func:`~medseg.io.dicom_seg.write_seg` that describe the model."""
     from medseg._version import __version__
+    from medseg.models.factory import model_label
 
     params = {"threshold": f"{cfg.infer.threshold:g}", "config": cfg.name[:40]}
-    return {"segment_names": segment_names(cfg), "algorithm": f"medseg {cfg.model.arch}-{cfg.model.encoder}",
+    return {"segment_names": segment_names(cfg), "algorithm": f"medseg {model_label(cfg.model)}",
             "version": __version__, "parameters": params}
 
 

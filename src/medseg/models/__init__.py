@@ -9,10 +9,10 @@ them (the ``medseg models`` table, encoder names, weights download).
 
 from __future__ import annotations
 
-from medseg.models.factory import ARCHS, MODELS, create_model
+from medseg.models.factory import ARCHS, MODELS, create_model, model_label
 from medseg.models.freeze import freeze_encoder, unfreeze_encoder
 from medseg.models.heads import SegOutputs, main_logits
 from medseg.models.summary import model_summary
 
-__all__ = ["ARCHS", "MODELS", "SegOutputs", "create_model", "freeze_encoder", "main_logits", "model_summary",
-           "unfreeze_encoder"]
+__all__ = ["ARCHS", "MODELS", "SegOutputs", "create_model", "freeze_encoder", "main_logits", "model_label",
+           "model_summary", "unfreeze_encoder"]

@@ -176,6 +176,13 @@ def check_names(cfg: ModelConfig) -> None:
         check_encoder(cfg.arch, cfg.encoder)
 
 
+def model_label(cfg: ModelConfig) -> str:
+    """``unet-resnet34``; ``monai_unet-32`` (base width) for an architecture with its own encoder, whose
+    ``model.encoder`` means nothing. For logs, curves, the served model info and DICOM SEG descriptions."""
+    own = cfg.arch in ARCHS and ARCHS[cfg.arch].default_encoder is None
+    return f"{cfg.arch}-{cfg.base_channels or 'default'}" if own else f"{cfg.arch}-{cfg.encoder}"
+
+
 def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     """Build the architecture, freeze as configured, then load encoder weights (see models.weights)."""
     check_options(cfg)
@@ -200,4 +207,4 @@ def create_model(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     return model
 
 
-__all__ = ["ARCHS", "MODELS", "create_model"]
+__all__ = ["ARCHS", "MODELS", "create_model", "model_label"]

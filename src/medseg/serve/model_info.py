@@ -47,6 +47,8 @@ def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
     source = Path(predictor.source)
     sha = file_sha256(source) if source.is_file() else ""
     name = model_path.name if model_path.is_dir() else model_path.stem
+    from medseg.models.factory import model_label
+
     cfg, backend = predictor.config, predictor.backend
     kind = f"onnx-{getattr(backend, 'precision', 'fp32')}" if getattr(backend, "kind", "") == "onnx" else "pytorch"
     names, colours = label_names(cfg), class_colours(cfg)
@@ -58,7 +60,7 @@ def describe_model(predictor, model_path: str | Path) -> dict[str, Any]:
         "kind": kind,
         "backend": predictor.describe(),
         "medseg_version": __version__,
-        "architecture": f"{cfg.model.arch}-{cfg.model.encoder}",
+        "architecture": model_label(cfg.model),
         "config": cfg.name,
         "classes": [{"index": i, "name": n, "colour": list(colours[i % len(colours)])} for i, n in enumerate(names)],
         "multi_class": cfg.model.classes > 1,
