@@ -47,8 +47,9 @@ PATCH_SIDES = (128, 192, 256, 320, 384, 512)
 #: optimiser steps a budget should give (the issue-9 peer made about this many on a bf16 CPU in 15 min)
 TARGET_STEPS = 600
 #: times each training image should be seen: a network trained from scratch on a large dataset needs
-#: epochs as well as steps (ISIC, ~1600 images: the default's 24 M parameters in 5 epochs reached val
-#: Dice 0.857, a 6.5 M-parameter U-Net in ~4x the epochs 0.876); small datasets reach it at once
+#: epochs as well as steps (ISIC, 1600 training images, 20 min on a 2-core bf16 CPU, BENCHMARKS.md:
+#: MONAI UNet 32 in 14 epochs reached val Dice 0.880, the default in 9 epochs 0.854; the 600-step rule
+#: alone chose DynUNet 32 at about 3 epochs); small datasets reach it at once
 TARGET_EPOCHS = 8
 #: share of the budget that validation may take (its cost is estimated from the measured speed)
 VAL_SHARE = 0.05
