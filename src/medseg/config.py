@@ -246,6 +246,10 @@ class TrainConfig(Section):
                                    "runs with a val split; inside the time budget, skipped with a note when it "
                                    "does not fit) and store them in the run (RUN/postprocess.json)")
     augment: Augment = "mid"
+    compile: Literal["off", "on", "auto"] = Field(
+        "off", description="torch.compile the training step: auto times eager and compiled steps on the first "
+        "batch and keeps the faster (tried only with 5 min or more of time budget left); on: compiled whenever "
+        "it works; a compiler failure leaves the run eager (see medseg.engine.compile_step)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     seed: int = 42
@@ -261,6 +265,12 @@ class TrainConfig(Section):
                                                "epoch on (after model.freeze_layers / freeze_stages)")
     stages: list[StageConfig] = Field(default_factory=list, description="progressive training stages; each "
                                       "sets lr, data fraction and augmentation")
+
+    @field_validator("compile", "channels_last", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare on/off as true/false (``--set train.compile=on``): they mean "on"/"off"."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _stages_set_epochs(self) -> TrainConfig:

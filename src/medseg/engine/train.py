@@ -69,9 +69,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_train_loader(dataset, plan: EpochPlan, micro: int, cfg: Config, ctx: DistContext, epoch: int,
-                      start: int, sample_weights: list[float] | None) -> DataLoader:
+                      start: int, sample_weights: list[float] | None, static: bool = False) -> DataLoader:
     """This epoch's loader for this process: its share of the plan's images (stages), shuffled or
-    class-balanced from (seed, epoch), starting after ``start`` images already trained on (resume)."""
+    class-balanced from (seed, epoch), starting after ``start`` images already trained on (resume).
+    ``static``: every batch ``micro`` images (a compiled step is static in shape), the short last one dropped."""
     if dataset.augment_strength != plan.augment:
         dataset.set_augment(plan.augment)
     indices = plan.indices if plan.indices is not None else list(range(len(dataset)))
@@ -82,7 +83,8 @@ def make_train_loader(dataset, plan: EpochPlan, micro: int, cfg: Config, ctx: Di
     # every image every epoch; only a last batch of one image is dropped (BatchNorm on 1x1 pooled maps,
     # as in PSPNet, cannot train on a single sample)
     lone_last = len(sampler) > 1 and len(sampler) % micro == 1
-    return DataLoader(sampler.dataset, batch_size=micro, sampler=sampler, drop_last=lone_last,
+    short_last = static and len(sampler) > micro and len(sampler) % micro != 0
+    return DataLoader(sampler.dataset, batch_size=micro, sampler=sampler, drop_last=lone_last or short_last,
                       num_workers=cfg.train.num_workers)
 
 
@@ -157,6 +159,30 @@ def train(data: DataSource | str | Path | None, out: str | Path, *, config: Conf
     if ctx.is_main and finish is not None and clock.tune_images:
         finish(out, clock, val_pairs)
     return out
+
+
+def choose_compiled(cfg: Config, ctx: DistContext, model: torch.nn.Module, train_ds, micro: int, criterion,
+                    rt: Runtime, clock: RunBudget) -> torch.nn.Module | None:
+    """``train.compile``: the compiled training module, or None to train eager (see
+    :mod:`medseg.engine.compile_step`); the trial runs on the first ``micro`` training items and, when it
+    measured, sets the budget's seconds per training image in place of the first-step probe."""
+    if cfg.train.compile == "off":
+        return None
+    if ctx.enabled:
+        log.info("torch.compile: not tried under torchrun (each process would compile and time on its own)")
+        return None
+    from torch.utils.data import default_collate
+
+    from medseg.engine.compile_step import choose_step_module
+
+    images, masks = default_collate([train_ds[i] for i in range(min(micro, len(train_ds)))])
+    x = normalize_batch(images, *cfg.data.mean_std).to(rt.device, memory_format=rt.memory_format())
+    left = clock.left(time.monotonic()) if clock.bounded else None
+    module, trial = choose_step_module(cfg.train.compile, model, x, masks.to(rt.device).float(), criterion, rt, left)
+    log.info("torch.compile: %s", trial.reason)
+    if trial.chosen_s() and clock.train_s_per_image is None:
+        clock.train_s_per_image = trial.chosen_s() / len(x)
+    return module if trial.compiled else None
 
 
 def tuning_note(cfg: Config, n_val: int) -> str | None:
@@ -312,7 +338,8 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
     estimate = (DurationEstimate(total_steps - st["step"], cfg.train.epochs - st["epoch"])
                 if main and not clock.bounded and rt.device.type == "cpu" else None)
     trainable: list[bool] = []
-    net, lr = model, optimizer.param_groups[0]["lr"]
+    net = wrapped = model
+    lr = optimizer.param_groups[0]["lr"]
 
     def save_last(val_dice: float) -> None:  # with EMA: the average predicts, the raw weights resume
         extra = {} if ema is None else {"raw_model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -321,15 +348,18 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                         optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict(),
                         rng=torch.get_rng_state(), world_size=ctx.world, history=list(history), **extra)
 
+    compiled = choose_compiled(cfg, ctx, model, train_ds, batches.micro, criterion, rt, clock)
     clock.train_start = time.monotonic()
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
         plan = plan_epoch(cfg, epoch, n_items)
         apply_freezing(cfg, model, epoch)
         if [p.requires_grad for p in model.parameters()] != trainable:  # DDP fixes its set when built
             trainable = [p.requires_grad for p in model.parameters()]
-            net = wrap_model(model, ctx)
+            wrapped = wrap_model(model, ctx)
+            net = wrapped if compiled is None else compiled  # compiled: one process (re-traced when freezing changes)
         start = st["epoch_images"]
-        train_loader = make_train_loader(train_ds, plan, batches.micro, cfg, ctx, epoch, start, sample_weights)
+        train_loader = make_train_loader(train_ds, plan, batches.micro, cfg, ctx, epoch, start, sample_weights,
+                                         static=compiled is not None)
         if train_ds.augment is not None:  # per epoch and rank, so a resumed epoch draws the same
             train_ds.augment.set_random_seed(cfg.train.seed * 1000 + epoch + 7919 * ctx.rank + start)
         if patch:  # patch placement likewise
@@ -366,7 +396,7 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
             x = normalize_batch(images, *mean_std).to(rt.device, memory_format=rt.memory_format())
             y = masks.to(rt.device).float()
             step_ends = (i + 1) % batches.accum == 0 or i + 1 == n_batches
-            with contextlib.nullcontext() if step_ends or net is model else net.no_sync():
+            with contextlib.nullcontext() if step_ends or wrapped is model else wrapped.no_sync():
                 with rt.autocast():
                     logits = net(x)
                 loss = criterion(logits, y)
