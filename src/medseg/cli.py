@@ -654,11 +654,15 @@ def tune_postprocess(
     source: DataSource,
     split: Annotated[str, typer.Option(help="split to tune on (val, or test/train/all)")] = "val",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report without storing the choice")] = False,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="also try flip TTA (image + left-right and up-down "
+                                      "flips), kept when it raises Dice by >= 0.002")] = True,
 ) -> None:
     """Tune threshold, largest component, hole filling and small-object removal on validation Dice.
 
     Keeps only the steps that improve validation Dice (as nnU-Net does) and stores them in the run's
-    checkpoint config and config.yaml, so predict, evaluate and export use them.
+    checkpoint config and config.yaml, so predict, evaluate and export use them. A run without TTA
+    also gets the search on flip-TTA probabilities; flip TTA is kept when its Dice is >= 0.002 higher
+    (it triples the network's work per image).
 
     \b
     Examples:
@@ -667,7 +671,7 @@ def tune_postprocess(
     """
     from medseg.inference.postprocess_tuning import tune_postprocess as run_tuning
 
-    result = run_tuning(run, source, split=split, store=not dry_run)
+    result = run_tuning(run, source, split=split, store=not dry_run, tta=tta)
     rows = [(t["step"], t["setting"], f"{t['dice']:.4f}", "yes" if t["kept"] else "no") for t in result["trials"]]
     console.print(_table(f"post-processing on {split} ({result['n_images']} images)",
                          ("step", "setting", "Dice", "kept"), rows))

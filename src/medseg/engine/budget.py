@@ -32,9 +32,10 @@ FINAL_VAL_SHARE = 0.15
 FORWARD_SHARE = 1 / 3
 #: The largest share of the budget kept for choosing the post-processing at the end of the run.
 TUNE_SHARE = 0.10
-#: Post-processing tuning of an image costs about this many validation forward passes of it: the pass
-#: itself plus reading and resizing at the original size and the ~20 candidate masks of the search.
-TUNE_COST = 2.0
+#: Post-processing tuning of an image costs about this many validation forward passes of it: the plain pass
+#: and the three of flip TTA, plus reading and resizing at the original size twice and the ~20 candidate
+#: masks of each search.
+TUNE_COST = 5.0
 
 
 _marked_start: float | None = None

@@ -110,7 +110,9 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
     cases, probas, truths, rois, fold_of = [], [], [], [], []
     spec = None
     for i in done:
-        predictor = Predictor.load(fold_dir(run, i), overrides=["infer.crf=false"])  # the fold's raw probabilities
+        # the fold's raw probabilities: without the CRF or the flip TTA its own tuning may have kept (the
+        # ensemble averages the folds instead)
+        predictor = Predictor.load(fold_dir(run, i), overrides=["infer.crf=false", "infer.tta=false"])
         spec = TargetSpec.from_config(predictor.config)
         if predictor.config.model.classes > 1:
             raise DataError("the cross-validation summary handles binary runs; multi-class folds are trained but "
@@ -154,7 +156,7 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
               | {"ci95": summary["ci95"]},
               "postprocess": choice.describe(), "infer": choice.as_infer_settings(), "trials": trials}
     write_summary_json(run / "cv_summary.json", result)
-    plan["infer"] = {**choice.as_infer_settings(), "crf": False}  # over each fold's own choice
+    plan["infer"] = {**choice.as_infer_settings(), "crf": False, "tta": False}  # over each fold's own choice
     write_text_atomic(run / PLAN, json.dumps(plan, indent=2) + "\n")
     log.info("cross-validation (%d of %d folds): pooled out-of-fold Dice %.4f; post-processing %s",
              len(done), plan["folds"], summary["dice"], choice.describe())

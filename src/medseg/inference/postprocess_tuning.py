@@ -7,7 +7,11 @@ then each candidate is scored by mean per-image Dice at the original resolution:
 2. threshold: the best of 0.20, 0.25, ..., 0.80, kept if it beats the current threshold
 3. largest component, then fill holes, then removal of small objects (best of a few sizes)
 
-Each is kept only if it raises mean Dice over everything kept so far.
+Each is kept only if it raises mean Dice over everything kept so far. When the run does not use TTA yet,
+the same search also runs on flip-TTA probabilities (the mean over the image and its left-right and
+up-down flips, nnU-Net's mirroring at inference; ``infer.tta`` with scale 1 only), and flip TTA is kept
+when its best Dice beats the plain best by at least :data:`MIN_TTA_GAIN`, since it triples the network's
+work at inference.
 
 The choice is written into the run's checkpoint config (``infer`` section) and ``config.yaml``, so
 ``medseg predict``, ``medseg.load``, evaluation and export all use it, and the trials go to
@@ -51,6 +55,11 @@ SEARCH_PASSES = 30
 #: The automatic tuning holds at most this many pixels of probabilities (float32) and masks in memory
 #: (about 1 GB): a folder of large photos is tuned on its first spread images up to this size.
 MAX_TUNE_PIXELS = 200_000_000
+#: Flip TTA is kept only when it raises the tuned mean Dice by at least this much: it costs three forward
+#: passes per image in every later prediction.
+MIN_TTA_GAIN = 0.002
+#: The infer settings of flip TTA: the image and its two flips, at the model's own scale.
+FLIP_TTA = {"tta": True, "tta_flips": ["h", "v"], "tta_scales": [1.0]}
 
 
 def mean_dice(pp: Postprocess, probas: list[np.ndarray], truths: list[np.ndarray]) -> float:
@@ -152,9 +161,9 @@ def store_in_run(run: str | Path, settings: dict[str, Any]) -> Path:
 
 
 def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = None, *, split: str = "val",
-                     progress: bool = True, store: bool = True) -> dict[str, Any]:
-    """Search threshold and post-processing on ``split`` of ``data`` (default: the data the run was trained
-    on); store the choice in ``run``."""
+                     progress: bool = True, store: bool = True, tta: bool = True) -> dict[str, Any]:
+    """Search threshold and post-processing (``tta``: and flip TTA) on ``split`` of ``data`` (default: the
+    data the run was trained on); store the choice in ``run``."""
     from medseg.data.prepare import discover_and_check, pairs_for_split, unusable_in_split
 
     run = Path(run)
@@ -163,25 +172,30 @@ def tune_postprocess(run: str | Path, data: DataSource | str | Path | None = Non
     report = discover_and_check(DataSource.of(data).or_recorded(run), progress=False)
     pairs = pairs_for_split(report, split, run if run.is_dir() else run.parent)
     unusable = unusable_in_split(report, split, run if run.is_dir() else run.parent)
-    return tune_pairs(run, pairs, split=split, progress=progress, store=store, unusable=unusable)
+    return tune_pairs(run, pairs, split=split, progress=progress, store=store, unusable=unusable, tta=tta)
 
 
 def tune_pairs(run: Path, pairs: list, *, split: str, progress: bool = True, store: bool = True,
-               deadline: float | None = None, max_pixels: float = np.inf, unusable: list[str] = ()
-               ) -> dict[str, Any] | None:
+               deadline: float | None = None, max_pixels: float = np.inf, unusable: list[str] = (),
+               tta: bool = True) -> dict[str, Any] | None:
     """:func:`tune_postprocess` on the data pairs ``pairs`` of ``split`` (``unusable``: case ids of the
     split the data check already refused, reported with those that fail here). With ``deadline``
     (time.monotonic), only the images predicted by then (and within ``max_pixels``) are used, and None
     is returned (nothing stored) when fewer than :data:`MIN_TUNE_IMAGES` were, or when the search would
-    end after the deadline."""
+    end after the deadline. ``tta``: also try flip TTA (unless the run has a TTA of its own, other than the
+    flip TTA an earlier tuning chose; with a deadline, when its predictions of the same images and its
+    search fit before it)."""
     from medseg.inference.crf import crf_available
 
     t0 = time.monotonic()
     loaded = Predictor.load(run)
     start, had_crf = loaded.postprocess, loaded.config.infer.crf
-    predictor = loaded.with_overrides(["infer.crf=false"])  # raw probabilities; the CRF is one of the candidates
+    # raw probabilities: the CRF is one of the candidates, and so is the flip TTA an earlier tuning chose
+    retry_tta = tta and {k: getattr(loaded.config.infer, k) for k in FLIP_TTA} == FLIP_TTA
+    predictor = loaded.with_overrides(["infer.crf=false"] + (["infer.tta=false"] if retry_tta else []))
     probas, truths, refined, failed = collect(predictor, pairs, progress=progress, crf=crf_available(),
                                               deadline=deadline, max_pixels=max_pixels)
+    scored = [p for p in pairs[:len(probas) + len(failed)] if p.case_id not in set(failed)]  # what probas hold
     failed = sorted([*failed, *unusable])
     if deadline is not None and len(probas) < min(len(pairs), MIN_TUNE_IMAGES):
         return None
@@ -194,11 +208,25 @@ def tune_pairs(run: Path, pairs: list, *, split: str, progress: bool = True, sto
     choice, use_crf, trials = search(probas, truths, start, refined)
     settings = {**choice.as_infer_settings(), "crf": use_crf}
     after = mean_dice(choice, refined if use_crf else probas, truths)
+    search_s = time.monotonic() - p0
+    tta_tried = tta and not predictor.config.infer.tta  # a TTA of the user's own is kept as it is
+    if tta_tried:
+        flipped = _flip_tta_choice(predictor, scored, truths, start, after, search_s, deadline, max_pixels)
+        tta_tried = flipped is not None
+        if flipped is not None:
+            trial, tta_choice = flipped
+            trials.append(trial)
+            if trial["kept"]:
+                choice, use_crf, after = tta_choice, False, trial["dice"]
+                settings = {**choice.as_infer_settings(), "crf": False, **FLIP_TTA}
+        if not settings.get("tta"):
+            settings["tta"] = False
     result = {"split": split, "n_images": len(probas), "n_failed": len(failed), "failed": failed,
               "dice_before": before, "setting_before": start.describe(),
-              "dice_after": after, "setting_after": ("CRF, " if use_crf else "") + choice.describe(),
+              "dice_after": after, "setting_after": ("CRF, " if use_crf else "")
+              + ("flip TTA, " if settings.get("tta") else "") + choice.describe(),
               "infer": settings, "trials": trials, "predictor": predictor.describe(),
-              "crf_tried": refined is not None}
+              "crf_tried": refined is not None, "tta_tried": tta_tried}
     if store:
         file = store_in_run(run, settings)
         result["stored_in"] = str(file)
@@ -206,6 +234,30 @@ def tune_pairs(run: Path, pairs: list, *, split: str, progress: bool = True, sto
         write_text_atomic(file.parent / REPORT_FILE, json.dumps(result, indent=2) + "\n")
         log.info("post-processing %s stored in %s", result["setting_after"], file)
     return result
+
+
+def _flip_tta_choice(predictor: Predictor, pairs: list, truths: list[np.ndarray], start: Postprocess,
+                     plain_best: float, search_s: float, deadline: float | None, max_pixels: float
+                     ) -> tuple[dict[str, Any], Postprocess] | None:
+    """The flip-TTA trial (a row of the report) and its best post-processing, on the images the plain
+    search scored; None when they could not all be predicted and searched before ``deadline``."""
+    t0 = time.monotonic()
+    flips = predictor.with_overrides([f"infer.{k}={json.dumps(v)}" for k, v in FLIP_TTA.items()])
+    probas, tta_truths, _, failed = collect(flips, pairs, progress=False,
+                                            deadline=deadline, max_pixels=max_pixels)
+    if len(probas) != len(truths) or failed:
+        log.warning("post-processing tuning: flip TTA not tried (%d of %d images predicted with it)", len(probas),
+                    len(truths))
+        return None
+    if deadline is not None and time.monotonic() + search_s > deadline:
+        log.warning("post-processing tuning: no time left to search flip TTA (%.0f s of predictions done)",
+                    time.monotonic() - t0)
+        return None
+    choice, _, _ = search(probas, tta_truths, start)
+    dice = mean_dice(choice, probas, tta_truths)
+    kept = dice >= plain_best + MIN_TTA_GAIN
+    return {"step": "flip TTA", "setting": "flip TTA (h, v), " + choice.describe(), "dice": dice, "kept": kept,
+            "min_gain": MIN_TTA_GAIN}, choice
 
 
 def tune_after_training(run: Path, clock: RunBudget, val_pairs: list) -> dict[str, Any] | None:
