@@ -248,7 +248,7 @@ class TrainConfig(Section):
     augment: Augment = "mid"
     compile: Literal["off", "on", "auto"] = Field(
         "off", description="torch.compile the training step: auto times eager and compiled steps on the first "
-        "batch and keeps the faster (tried only with 5 min or more of time budget left); on: compiled whenever "
+        "batch and keeps the faster (tried only for runs expected to train 5 min or more); on: compiled whenever "
         "it works; a compiler failure leaves the run eager (see medseg.engine.compile_step)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"

@@ -26,12 +26,15 @@ def test_auto_keeps_compiled_only_when_it_is_faster():
     assert keep_compiled("on", eager_s=1.0, compiled_s=2.0)  # on: whenever it works
 
 
-def test_off_and_a_short_budget_train_eager_without_trying():
+def test_off_a_short_budget_and_a_short_run_train_eager_without_compiling():
     model, x, y, loss, rt = _tiny_net_and_batch()
     net, trial = choose_step_module("off", model, x, y, loss, rt, seconds_left=None)
     assert net is model and not trial.compiled and trial.eager_s is None
     net, trial = choose_step_module("auto", model, x, y, loss, rt, seconds_left=MIN_BUDGET_S - 1)
     assert net is model and not trial.compiled and "not tried" in trial.reason and trial.eager_s is None
+    net, trial = choose_step_module("auto", model, x, y, loss, rt, seconds_left=None, passes_left=3)  # a short run
+    assert net is model and not trial.compiled and "expected to train for about" in trial.reason
+    assert trial.eager_s > 0 and trial.chosen_s() == trial.eager_s  # measured: it sizes the budget's first step
 
 
 def test_a_compiler_failure_leaves_the_run_eager_with_its_weights(monkeypatch):

@@ -12,8 +12,9 @@ per run, by measurement (:func:`choose_step_module`), before the first optimiser
 
 The passes take no optimiser step (gradients are cleared after each), so the weights are unchanged; only
 BatchNorm running statistics see the batch a few more times. The whole trial counts against the time
-budget (about the compilation plus ten steps: 30-40 s at 256 px on a 2-core CPU), so ``auto`` does not try
-it under :data:`MIN_BUDGET_S` of budget left. A compiler that fails (no C++ compiler, an unsupported
+budget (about the compilation plus ten steps: 30-40 s at 256 px on a 2-core CPU), so ``auto`` does not
+compile a run expected to train for under :data:`MIN_BUDGET_S` (the time budget left, or the eager pass
+time x the passes the run's epochs hold, whichever is shorter). A compiler that fails (no C++ compiler, an unsupported
 operator) leaves the run eager with one log line. The compiled module is static in shape
 (``dynamic=False``); the training loader then drops an epoch's short last batch so that no second
 compilation is paid mid-run.
@@ -22,6 +23,7 @@ compilation is paid mid-run.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: Compiled passes must be at least this much faster than eager ones for ``auto`` to keep them.
 MIN_SPEEDUP = 1.05
-#: ``auto`` does not try compiling with less than this many seconds of the time budget left.
+#: ``auto`` does not compile a run expected to train for less than this many seconds.
 MIN_BUDGET_S = 300.0
 #: Passes timed in each mode (after one warm-up pass, or the compiling pass).
 TIMED_STEPS = 3
@@ -76,13 +78,15 @@ def _timed_passes(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, criter
 
 
 def choose_step_module(setting: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, rt,
-                       seconds_left: float | None) -> tuple[torch.nn.Module, CompileTrial]:
+                       seconds_left: float | None, passes_left: int | None = None
+                       ) -> tuple[torch.nn.Module, CompileTrial]:
     """The module to train with (``net`` or ``torch.compile(net)``) and the trial that chose it.
 
     ``setting``: ``train.compile`` (off | on | auto); ``x``: a normalised input batch (float, NCHW, on the
     run's device and memory format), ``y``: its target (float); ``criterion(logits, y)`` -> scalar loss;
     ``rt``: the run's :class:`~medseg.engine.runtime.Runtime`; ``seconds_left``: what remains of the time
-    budget (None: unbounded). Never raises for a compiler failure: the run goes on eager.
+    budget (None: unbounded); ``passes_left``: forward + backward passes the run's remaining epochs hold
+    (None: unknown). Never raises for a compiler failure: the run goes on eager.
     """
     if setting == "off":
         return net, CompileTrial(False, "off (train.compile=off)")
@@ -95,6 +99,12 @@ def choose_step_module(setting: str, net: torch.nn.Module, x: torch.Tensor, y: t
     try:
         _timed_passes(net, x, y, criterion, rt, 1)  # warm-up: kernel selection, allocator
         eager_s = _timed_passes(net, x, y, criterion, rt, TIMED_STEPS)
+        expected = min(math.inf if seconds_left is None else seconds_left,
+                       math.inf if passes_left is None else eager_s * passes_left)
+        if setting == "auto" and expected < MIN_BUDGET_S:
+            return net, CompileTrial(False, f"not tried: the run is expected to train for about {expected:.0f} s "
+                                            f"eager, under the {MIN_BUDGET_S:.0f} s where compiling can pay",
+                                     eager_s=eager_s)
         compiled = torch.compile(net, dynamic=False)
         t0 = time.monotonic()
         _timed_passes(compiled, x, y, criterion, rt, 1)

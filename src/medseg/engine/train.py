@@ -162,10 +162,11 @@ def train(data: DataSource | str | Path | None, out: str | Path, *, config: Conf
 
 
 def choose_compiled(cfg: Config, ctx: DistContext, model: torch.nn.Module, train_ds, micro: int, criterion,
-                    rt: Runtime, clock: RunBudget) -> torch.nn.Module | None:
+                    rt: Runtime, clock: RunBudget, passes_left: int) -> torch.nn.Module | None:
     """``train.compile``: the compiled training module, or None to train eager (see
     :mod:`medseg.engine.compile_step`); the trial runs on the first ``micro`` training items and, when it
-    measured, sets the budget's seconds per training image in place of the first-step probe."""
+    measured, sets the budget's seconds per training image in place of the first-step probe.
+    ``passes_left``: the micro-batches the run's remaining epochs hold."""
     if cfg.train.compile == "off":
         return None
     if ctx.enabled:
@@ -178,7 +179,8 @@ def choose_compiled(cfg: Config, ctx: DistContext, model: torch.nn.Module, train
     images, masks = default_collate([train_ds[i] for i in range(min(micro, len(train_ds)))])
     x = normalize_batch(images, *cfg.data.mean_std).to(rt.device, memory_format=rt.memory_format())
     left = clock.left(time.monotonic()) if clock.bounded else None
-    module, trial = choose_step_module(cfg.train.compile, model, x, masks.to(rt.device).float(), criterion, rt, left)
+    module, trial = choose_step_module(cfg.train.compile, model, x, masks.to(rt.device).float(), criterion, rt, left,
+                                       passes_left)
     log.info("torch.compile: %s", trial.reason)
     if trial.chosen_s() and clock.train_s_per_image is None:
         clock.train_s_per_image = trial.chosen_s() / len(x)
@@ -348,7 +350,8 @@ def _train(ctx: DistContext, source: DataSource, out: Path, *, config, overrides
                         optimizer=optimizer.state_dict(), state=dict(st), schedule=schedule.state_dict(),
                         rng=torch.get_rng_state(), world_size=ctx.world, history=list(history), **extra)
 
-    compiled = choose_compiled(cfg, ctx, model, train_ds, batches.micro, criterion, rt, clock)
+    compiled = choose_compiled(cfg, ctx, model, train_ds, batches.micro, criterion, rt, clock,
+                               passes_left=(total_steps - st["step"]) * batches.accum)
     clock.train_start = time.monotonic()
     for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
         plan = plan_epoch(cfg, epoch, n_items)
