@@ -39,7 +39,7 @@ demo: install
 	$(VENV)/bin/medseg demo
 
 test: install system-deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
