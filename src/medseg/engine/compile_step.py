@@ -2,9 +2,9 @@
 
 ``torch.compile`` (TorchInductor) fuses the element-wise work around the convolutions (normalisation,
 activations, residual sums) into generated C++/OpenMP kernels. How much that buys depends on the network
-and the CPU: issue 9 measured 1.5-1.8x eager training images/s for the MONAI UNet and DynUNet and 0.88x for
-the SMP U-Net ResNet-34 on one AMD CPU (BENCHMARKS.md, ``bench/compile_step.py``). So the choice is made
-per run, by measurement (:func:`choose_step_module`), before the first optimiser step:
+and the CPU: issue 9 measured 1.2-1.8x eager training images/s for the MONAI UNet and DynUNet and 0.88-0.99x
+for the SMP U-Net ResNet-34 on an AMD and an Intel AMX CPU (BENCHMARKS.md, ``bench/compile_step.py``). So
+the choice is made per run, by measurement (:func:`choose_step_module`), before the first optimiser step:
 
 1. time :data:`TIMED_STEPS` eager forward + backward passes of the first training batch (after one warm-up);
 2. compile and time the first compiled pass (the compilation), then :data:`TIMED_STEPS` compiled passes;
@@ -12,10 +12,10 @@ per run, by measurement (:func:`choose_step_module`), before the first optimiser
 
 The passes take no optimiser step (gradients are cleared after each), so the weights are unchanged; only
 BatchNorm running statistics see the batch a few more times. The whole trial counts against the time
-budget (about the compilation plus ten steps: 30-40 s at 256 px on a 2-core CPU), so ``auto`` does not
+budget (about the compilation plus ten steps: 30-70 s on a 2-core CPU), so ``auto`` does not
 compile a run expected to train for under :data:`MIN_BUDGET_S` (the time budget left, or the eager pass
-time x the passes the run's epochs hold, whichever is shorter). A compiler that fails (no C++ compiler, an unsupported
-operator) leaves the run eager with one log line. The compiled module is static in shape
+time x the passes the run's epochs hold, whichever is shorter). A compiler that fails (no C++ compiler,
+an unsupported operator) leaves the run eager with one log line. The compiled module is static in shape
 (``dynamic=False``); the training loader then drops an epoch's short last batch so that no second
 compilation is paid mid-run.
 """
@@ -48,13 +48,6 @@ class CompileTrial:
     eager_s: float | None = None
     compiled_s: float | None = None
     compile_s: float | None = None
-
-    @property
-    def speedup(self) -> float | None:
-        """Eager seconds / compiled seconds per step (> 1: compiled is faster)."""
-        if self.eager_s is None or not self.compiled_s:
-            return None
-        return self.eager_s / self.compiled_s
 
     def chosen_s(self) -> float | None:
         """Seconds per step of the module the run trains with."""

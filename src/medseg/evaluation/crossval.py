@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def train_cv(data: DataSource | str | Path | None, out: str | Path, *, folds: in
         log.info("fold %d/%d: %d training, %d validation images", i + 1, folds,
                  sum(v == "train" for v in assignment.values()), sum(v == "val" for v in assignment.values()))
         train(data, fold_dir(out, i), config=config, overrides=fold_overrides, overwrite=overwrite, resume=resume,
-              progress=progress, assignment=assignment, finish=tune_after_training)
+              progress=progress, assignment=assignment, finish=partial(tune_after_training, tta=False))
     if summarise:
         summarise_cv(out, data, progress=progress)
     return out
@@ -110,8 +111,8 @@ def summarise_cv(run: str | Path, data: DataSource | str | Path | None, *, progr
     cases, probas, truths, rois, fold_of = [], [], [], [], []
     spec = None
     for i in done:
-        # the fold's raw probabilities: without the CRF or the flip TTA its own tuning may have kept (the
-        # ensemble averages the folds instead)
+        # the fold's raw probabilities: without the CRF its own tuning may have kept, nor TTA (folds are not
+        # tuned with it: the ensemble averages the folds instead)
         predictor = Predictor.load(fold_dir(run, i), overrides=["infer.crf=false", "infer.tta=false"])
         spec = TargetSpec.from_config(predictor.config)
         if predictor.config.model.classes > 1:

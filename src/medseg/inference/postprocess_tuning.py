@@ -243,8 +243,7 @@ def _flip_tta_choice(predictor: Predictor, pairs: list, truths: list[np.ndarray]
     search scored; None when they could not all be predicted and searched before ``deadline``."""
     t0 = time.monotonic()
     flips = predictor.with_overrides([f"infer.{k}={json.dumps(v)}" for k, v in FLIP_TTA.items()])
-    probas, tta_truths, _, failed = collect(flips, pairs, progress=False,
-                                            deadline=deadline, max_pixels=max_pixels)
+    probas, _, _, failed = collect(flips, pairs, progress=False, deadline=deadline, max_pixels=max_pixels)
     if len(probas) != len(truths) or failed:
         log.warning("post-processing tuning: flip TTA not tried (%d of %d images predicted with it)", len(probas),
                     len(truths))
@@ -253,17 +252,18 @@ def _flip_tta_choice(predictor: Predictor, pairs: list, truths: list[np.ndarray]
         log.warning("post-processing tuning: no time left to search flip TTA (%.0f s of predictions done)",
                     time.monotonic() - t0)
         return None
-    choice, _, _ = search(probas, tta_truths, start)
-    dice = mean_dice(choice, probas, tta_truths)
+    choice, _, _ = search(probas, truths, start)  # the same images, in the same order, as ``truths``
+    dice = mean_dice(choice, probas, truths)
     kept = dice >= plain_best + MIN_TTA_GAIN
     return {"step": "flip TTA", "setting": "flip TTA (h, v), " + choice.describe(), "dice": dice, "kept": kept,
             "min_gain": MIN_TTA_GAIN}, choice
 
 
-def tune_after_training(run: Path, clock: RunBudget, val_pairs: list) -> dict[str, Any] | None:
+def tune_after_training(run: Path, clock: RunBudget, val_pairs: list, *, tta: bool = True) -> dict[str, Any] | None:
     """The end of ``medseg train`` (``train.tune_postprocess``): :func:`tune_pairs` on the val split, on the
     evenly spread images that fit in what is left of the time budget (all when it is unbounded); skipped,
-    with one line saying why, when fewer than :data:`MIN_TUNE_IMAGES` fit. Returns the report or None."""
+    with one line saying why, when fewer than :data:`MIN_TUNE_IMAGES` fit. ``tta``: also try flip TTA (a
+    cross-validation fold does not: the folds' ensemble averages them without TTA). Returns the report or None."""
     now = time.monotonic()
     k = clock.tune_images_that_fit(now)
     need = min(len(val_pairs), MIN_TUNE_IMAGES)
@@ -275,7 +275,8 @@ def tune_after_training(run: Path, clock: RunBudget, val_pairs: list) -> dict[st
         return None
     chosen = [val_pairs[i] for i in spread(len(val_pairs), k)]
     deadline = None if not clock.bounded else clock.start + clock.total - clock.margin()
-    result = tune_pairs(run, chosen, split="val", progress=False, deadline=deadline, max_pixels=MAX_TUNE_PIXELS)
+    result = tune_pairs(run, chosen, split="val", progress=False, deadline=deadline, max_pixels=MAX_TUNE_PIXELS,
+                        tta=tta)
     if result is None:
         log.warning("post-processing not tuned: it did not fit in the time budget (run `medseg tune-postprocess "
                     "%s` to tune it)", run)

@@ -201,7 +201,7 @@ def make_plan(fp: Fingerprint, machine: Machine, budget_min: float, networks: li
              f"each ~{val_s:.0f} s ({fp.n_pairs - n_train} images), at most {VAL_SHARE:.0%} of the budget")
     plan.set("train.ema", EMA_DECAY, "EMA of the weights for validation and the saved model")
     plan.set("train.compile", "auto", "torch.compile the training step when the run measures it faster than "
-             "eager on its first batch (1.3-1.8x for the MONAI networks, slower for the SMP U-Net on the CPUs "
+             "eager on its first batch (1.2-1.8x for the MONAI networks, none for the SMP U-Net on the CPUs "
              "measured in BENCHMARKS.md)")
     plan.set("optim.name", "adamw", "AdamW, the from-scratch recipe of the issue-9 peer")
     lr = 1e-4 if net.pretrained else 1e-3
